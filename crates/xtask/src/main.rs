@@ -1,0 +1,170 @@
+//! `cargo xtask`: the project's two commands and their helpers.
+//!
+//! * `cargo xtask up`: build and run the product on this machine.
+//! * `cargo xtask test`: install what is missing, then every check and every test.
+//! * `cargo xtask wasm`: build the wasm artifacts into `target/wasm/`.
+//!
+//! Each command installs what it needs itself (rustup targets and components now; Envoy and SIPp
+//! as the parts that need them arrive), so both work on a fresh machine.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+/// The wasm targets the policy crate must build for.
+const WASM_TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-wasip2"];
+
+/// The rustup components the checks use.
+const COMPONENTS: [&str; 2] = ["rustfmt", "clippy"];
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  up      build and run trunkguard on this machine
+  test    install what is missing, then fmt, clippy and every test
+  wasm    build the wasm artifacts into target/wasm/";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("wasm") => wasm(),
+        Some("up") => up(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+        None => Err(anyhow::anyhow!("{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: xtask lives at `crates/xtask`.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// The cargo that runs us (so a pinned toolchain stays pinned).
+fn cargo() -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Runs `command`, echoing it, and fails with its exit status.
+fn run(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    eprintln!("xtask: running {shown}");
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Captures a command's stdout as text.
+fn output(command: &mut Command) -> Result<String> {
+    let shown = format!("{command:?}");
+    let out = command
+        .output()
+        .with_context(|| format!("could not start {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Installs the rustup targets and components the build needs, when missing.
+fn ensure_toolchain() -> Result<()> {
+    let mut rustup = Command::new("rustup");
+    rustup.current_dir(root());
+    let installed = output(rustup.args(["target", "list", "--installed"]))?;
+    let missing: Vec<&str> = WASM_TARGETS
+        .into_iter()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("rustup")
+            .current_dir(root())
+            .args(["target", "add"])
+            .args(&missing))?;
+    }
+    let components = output(Command::new("rustup").current_dir(root()).args([
+        "component",
+        "list",
+        "--installed",
+    ]))?;
+    let missing: Vec<&str> = COMPONENTS
+        .into_iter()
+        .filter(|c| !components.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("rustup")
+            .current_dir(root())
+            .args(["component", "add"])
+            .args(&missing))?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask wasm`: every wasm artifact, built in release mode.
+fn wasm() -> Result<()> {
+    ensure_toolchain()?;
+    for target in WASM_TARGETS {
+        run(cargo().args(["build", "--release", "-p", "policy", "--target", target]))?;
+    }
+    let out = root().join("target").join("wasm");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    eprintln!(
+        "xtask: the policy crate builds for {}",
+        WASM_TARGETS.join(" and ")
+    );
+    Ok(())
+}
+
+/// `cargo xtask test`: what CI runs.
+fn test() -> Result<()> {
+    ensure_toolchain()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    wasm()?;
+    run(cargo().args(["test", "--workspace"]))?;
+    Ok(())
+}
+
+/// `cargo xtask up`: run what exists of the product.
+fn up() -> Result<()> {
+    wasm()?;
+    println!(
+        "trunkguard: the rules (crates/policy) are built natively and for wasm.\n\
+         The Envoy edge filter and the SIP ingress are not part of this build yet, so there is\n\
+         no service to start."
+    );
+    Ok(())
+}
