@@ -21,6 +21,7 @@ pub mod e164;
 pub mod gcra;
 pub mod host;
 pub mod json;
+pub mod problem;
 pub mod route;
 pub mod secret;
 
@@ -31,5 +32,6 @@ pub use e164::{E164, E164Error};
 pub use gcra::{Decision, Gcra, GcraError};
 pub use host::{Host, HostError, HostPort};
 pub use json::{FieldError, FieldErrors, FromJson, Pointer, parse_body};
+pub use problem::{Problem, ProblemKind};
 pub use route::{Route, RouteError, RoutePart, RouteTransport};
 pub use secret::Secret;

