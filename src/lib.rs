@@ -1,8 +1,14 @@
 //! Support for trunkguard's end-to-end tests (`tests/`) and benchmarks (`benches/`).
 //!
 //! The product lives in `crates/`; this package only owns the tests that cross crate and process
-//! boundaries, and the helpers they share.
+//! boundaries, and the helpers they share: locating tools and artifacts, starting processes that
+//! are always stopped, a small HTTP/1.1 client and an upstream that records what it receives.
 
+pub mod http;
+pub mod process;
+pub mod upstream;
+
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 /// The workspace root (where the top-level `Cargo.toml` is).
@@ -17,4 +23,45 @@ pub fn shared_dir() -> PathBuf {
         Some(dir) => PathBuf::from(dir),
         None => workspace_root().join("..").join("shared"),
     }
+}
+
+/// Where `cargo xtask wasm` puts the wasm artifacts: `$TRUNKGUARD_WASM_DIR`, else `target/wasm`.
+pub fn wasm_dir() -> PathBuf {
+    match std::env::var_os("TRUNKGUARD_WASM_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("target").join("wasm"),
+    }
+}
+
+/// A built wasm artifact, with a message saying how to build it when it is missing.
+pub fn wasm_artifact(file: &str) -> PathBuf {
+    let path = wasm_dir().join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test` (it builds the wasm artifacts)",
+        path.display()
+    );
+    path
+}
+
+/// The Envoy binary: `$TRUNKGUARD_ENVOY`, else the one `cargo xtask` installs in `.venv`.
+pub fn envoy_binary() -> PathBuf {
+    let path = match std::env::var_os("TRUNKGUARD_ENVOY") {
+        Some(path) => PathBuf::from(path),
+        None => workspace_root().join(".venv").join("bin").join("envoy"),
+    };
+    assert!(
+        path.exists(),
+        "Envoy is missing at {}: run the tests with `cargo xtask test` (it installs Envoy)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the loopback interface can bind an ephemeral port")
 }
