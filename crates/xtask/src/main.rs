@@ -270,13 +270,29 @@ fn bench(name: Option<&str>) -> Result<()> {
     }
 }
 
-/// `cargo xtask up`: run what exists of the product.
+/// `cargo xtask up`: run what exists of the product, in the foreground until Ctrl-C.
 fn up() -> Result<()> {
     wasm()?;
+    let envoy = ensure_envoy()?;
     println!(
-        "trunkguard: the rules (crates/policy) are built natively and for wasm.\n\
-         The Envoy edge filter and the SIP ingress are not part of this build yet, so there is\n\
-         no service to start."
+        "trunkguard edge: Envoy with edge_filter.wasm (envoy/envoy.yaml)\n\
+         \n  API       http://127.0.0.1:10000/v1/...\
+         \n  admin     http://127.0.0.1:9901/stats?filter=wasmcustom\
+         \n  keys      tg_demo_0123456789abcdef (tenant demo), tg_acme_0123456789abcdef (tenant acme)\
+         \n  upstream  127.0.0.1:8081 (the control-plane API: not part of this build yet, so\
+         \n            requests the filter accepts get Envoy's 503; rejections are answered)\
+         \n\nTry: curl -i -X POST http://127.0.0.1:10000/v1/sip/ip-access-list \\\
+         \n       -H 'x-api-key: tg_demo_0123456789abcdef' -H 'content-type: application/json' \\\
+         \n       -d '{{\"address\": \"pbx.example.com\"}}'\
+         \n\nCtrl-C stops it.\n"
     );
-    Ok(())
+    // Envoy gets the terminal's Ctrl-C itself and exits; we exit with it.
+    run(Command::new(envoy).current_dir(root()).args([
+        "-c",
+        "envoy/envoy.yaml",
+        "--concurrency",
+        "2",
+        "--log-level",
+        "warn",
+    ]))
 }
