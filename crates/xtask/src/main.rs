@@ -217,17 +217,19 @@ fn test() -> Result<()> {
     }
     wasm()?;
     let envoy = ensure_envoy()?;
+    let wasm_dir = root().join("target").join("wasm");
+    // Benchmarks in CI are smoke runs: the harness works and every response is right.
+    // (`--workspace` keeps feature unification, and so the build, the same as the tests'.)
+    ensure_debian_packages(&[("wrk", "wrk"), ("taskset", "util-linux")])?;
+    run(cargo()
+        .args(["test", "--workspace", "--bench", "edge"])
+        .env("TRUNKGUARD_BENCH_SECONDS", "1")
+        .env("TRUNKGUARD_ENVOY", &envoy)
+        .env("TRUNKGUARD_WASM_DIR", &wasm_dir))?;
     run(cargo()
         .args(["test", "--workspace"])
         .env("TRUNKGUARD_ENVOY", &envoy)
-        .env("TRUNKGUARD_WASM_DIR", root().join("target").join("wasm")))?;
-    // Benchmarks in CI are smoke runs: the harness works and every response is right.
-    ensure_debian_packages(&[("wrk", "wrk"), ("taskset", "util-linux")])?;
-    run(cargo()
-        .args(["test", "--bench", "edge"])
-        .env("TRUNKGUARD_BENCH_SECONDS", "1")
-        .env("TRUNKGUARD_ENVOY", &envoy)
-        .env("TRUNKGUARD_WASM_DIR", root().join("target").join("wasm")))?;
+        .env("TRUNKGUARD_WASM_DIR", &wasm_dir))?;
     Ok(())
 }
 
