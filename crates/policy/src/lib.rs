@@ -12,8 +12,10 @@
 //! * [`route`]: the outbound / proxy route grammar of seed 001.
 //! * [`body`]: typed, fully validated request bodies of every control-plane endpoint.
 //! * [`gcra`]: the generic cell rate algorithm with its state in a single `u64`.
+//! * [`admission`]: which initial INVITEs the SIP ingress forwards, and to which agent.
 
 pub mod access_list;
+pub mod admission;
 pub mod body;
 pub mod country;
 pub mod dest_user;

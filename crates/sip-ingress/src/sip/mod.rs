@@ -14,7 +14,11 @@
 //!    proxy can forward by editing the received bytes.
 //! 3. [`check`] makes the stateless checks of RFC 3261 sections 8.2 and 16.3 and says what a
 //!    proxy must answer (400, 416, 420, 483, 505) or whether to drop a malformed response.
+//! 4. [`response`] builds the ingress's own answers; [`forward`] builds a forwarded request by
+//!    editing the received bytes.
 
 pub mod check;
+pub mod forward;
 pub mod frame;
 pub mod head;
+pub mod response;

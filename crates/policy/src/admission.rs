@@ -1,0 +1,396 @@
+//! Admission of initial INVITEs at the SIP ingress (seed 001, DESIGN.md "SIP ingress"):
+//!
+//! 1. the source address must be in the access list of the tenant that owns the called agent,
+//!    else the INVITE is dropped silently (or answered 403, configurable): scanners learn
+//!    nothing. An INVITE for an unknown agent is dropped unless its source is in some tenant's
+//!    list, in which case the caller is told 404;
+//! 2. the From user must be an E.164 number, else 404 Not Found (seed 001: "The SIP From header
+//!    must contain a valid E.164 phone number. Using any other format will result in a SIP 404");
+//! 3. the Request-URI user names the agent by SIP username or E.164 number (seed 001: "You can
+//!    use either the agent's username or phone number in the URI"), else 404;
+//! 4. the INVITE goes to the agent URI, with X-Dest-User when the agent has one and through the
+//!    agent's route when it has a `proxyAddress`.
+//!
+//! The per-source flood limit comes before all of this and lives in the ingress, which owns the
+//! clock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::access_list::{AccessEntry, AccessList};
+use crate::dest_user::DestUser;
+use crate::e164::E164;
+use crate::route::Route;
+
+/// An agent as the ingress sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// The agent's id.
+    pub id: String,
+    /// Its SIP username, if it has one.
+    pub username: Option<String>,
+    /// Its phone number, if it has one.
+    pub number: Option<E164>,
+    /// Where its calls go, e.g. `sip:sales@127.0.0.1:5090`.
+    pub uri: String,
+    /// The X-Dest-User value to send, if set.
+    pub dest_user: Option<DestUser>,
+    /// The route (transport, proxy) to reach it, if not the default.
+    pub route: Option<Route>,
+}
+
+/// A tenant: its access list and its agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    /// The tenant id (what the edge sets in `x-tenant-id`).
+    pub id: String,
+    /// The addresses allowed to send it INVITEs.
+    pub access: Vec<AccessEntry>,
+    /// Its agents.
+    pub agents: Vec<Agent>,
+}
+
+/// What to do with an INVITE whose source is not allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeniedSource {
+    /// Send nothing back (the default).
+    #[default]
+    Drop,
+    /// Answer 403 Forbidden.
+    Forbid,
+}
+
+/// The facts of one initial INVITE that admission looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invite<'a> {
+    /// The packet's source address.
+    pub source: IpAddr,
+    /// The user part of the From URI.
+    pub from_user: &'a str,
+    /// The user part of the Request-URI.
+    pub request_user: &'a str,
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission<'w> {
+    /// Forward to this agent.
+    Forward {
+        /// The tenant that owns it.
+        tenant: &'w str,
+        /// The agent.
+        agent: &'w Agent,
+    },
+    /// Answer with this status.
+    Reject {
+        /// 403 or 404.
+        code: u16,
+        /// Why, for logs and metrics (a fixed label).
+        reason: &'static str,
+    },
+    /// Send nothing.
+    Drop {
+        /// Why, for logs and metrics (a fixed label).
+        reason: &'static str,
+    },
+}
+
+/// Why a set of tenants cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorldError(pub String);
+
+impl std::fmt::Display for WorldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WorldError {}
+
+/// Tenants indexed for admission: one hash lookup finds the called agent, one binary search
+/// checks the source.
+#[derive(Debug, Clone)]
+pub struct World {
+    tenants: Vec<Tenant>,
+    access: Vec<AccessList>,
+    any_access: AccessList,
+    /// Username or number -> (tenant, agent).
+    agents: HashMap<String, (usize, usize)>,
+    denied: DeniedSource,
+}
+
+impl World {
+    /// Indexes `tenants`. Two agents may not share a username or a number, across tenants too,
+    /// since the Request-URI alone must name one agent.
+    pub fn new(tenants: Vec<Tenant>, denied: DeniedSource) -> Result<Self, WorldError> {
+        let mut agents = HashMap::new();
+        for (t, tenant) in tenants.iter().enumerate() {
+            for (a, agent) in tenant.agents.iter().enumerate() {
+                let names = agent
+                    .username
+                    .iter()
+                    .cloned()
+                    .chain(agent.number.iter().map(|n| n.as_str().to_owned()));
+                for name in names {
+                    if let Some((other_t, other_a)) = agents.insert(name.clone(), (t, a)) {
+                        let other: &Tenant = &tenants[other_t];
+                        return Err(WorldError(format!(
+                            "{name} names both agent {} of tenant {} and agent {} of tenant {}",
+                            other.agents[other_a].id, other.id, agent.id, tenant.id
+                        )));
+                    }
+                }
+            }
+        }
+        let access = tenants.iter().map(|t| AccessList::new(&t.access)).collect();
+        let any_access = AccessList::new(tenants.iter().flat_map(|t| t.access.iter()));
+        Ok(Self {
+            tenants,
+            access,
+            any_access,
+            agents,
+            denied,
+        })
+    }
+
+    /// The tenants.
+    pub fn tenants(&self) -> &[Tenant] {
+        &self.tenants
+    }
+
+    fn denied(&self) -> Admission<'_> {
+        match self.denied {
+            DeniedSource::Drop => Admission::Drop {
+                reason: "source_not_allowed",
+            },
+            DeniedSource::Forbid => Admission::Reject {
+                code: 403,
+                reason: "source_not_allowed",
+            },
+        }
+    }
+
+    /// Decides one initial INVITE.
+    pub fn decide(&self, invite: &Invite<'_>) -> Admission<'_> {
+        let called = self.agents.get(invite.request_user).copied();
+        let allowed = match called {
+            Some((tenant, _)) => self.access[tenant].contains(invite.source),
+            None => self.any_access.contains(invite.source),
+        };
+        if !allowed {
+            return self.denied();
+        }
+        if invite.from_user.parse::<E164>().is_err() {
+            return Admission::Reject {
+                code: 404,
+                reason: "from_not_e164",
+            };
+        }
+        match called {
+            Some((tenant, agent)) => Admission::Forward {
+                tenant: &self.tenants[tenant].id,
+                agent: &self.tenants[tenant].agents[agent],
+            },
+            None => Admission::Reject {
+                code: 404,
+                reason: "unknown_agent",
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(s: &str) -> AccessEntry {
+        s.parse().expect("entry")
+    }
+
+    fn agent(id: &str, username: Option<&str>, number: &str, uri: &str) -> Agent {
+        Agent {
+            id: id.into(),
+            username: username.map(Into::into),
+            number: Some(number.parse().expect("number")),
+            uri: uri.into(),
+            dest_user: None,
+            route: None,
+        }
+    }
+
+    /// The demo world of issue 4.
+    fn demo(denied: DeniedSource) -> World {
+        let mut sales = agent(
+            "sales",
+            Some("sales"),
+            "+15550100001",
+            "sip:sales@127.0.0.1:5090",
+        );
+        sales.dest_user = DestUser::parse("sales.desk").expect("valid");
+        let mut support = agent(
+            "support",
+            Some("support"),
+            "+15550100002",
+            "sip:support@127.0.0.1:5090",
+        );
+        support.route = Some(
+            "127.0.0.1:5090;transport=udp;proxyAddress=127.0.0.1:5091"
+                .parse()
+                .expect("route"),
+        );
+        World::new(
+            vec![
+                Tenant {
+                    id: "demo".into(),
+                    access: vec![entry("127.0.0.1/32"), entry("::1/128")],
+                    agents: vec![sales, support],
+                },
+                Tenant {
+                    id: "acme".into(),
+                    access: vec![entry("127.0.0.4/32")],
+                    agents: vec![agent(
+                        "acme-bot",
+                        None,
+                        "+15550100003",
+                        "sip:acme-bot@127.0.0.1:5090",
+                    )],
+                },
+            ],
+            denied,
+        )
+        .expect("valid world")
+    }
+
+    fn invite<'a>(source: &str, from: &'a str, to: &'a str) -> Invite<'a> {
+        Invite {
+            source: source.parse().expect("ip"),
+            from_user: from,
+            request_user: to,
+        }
+    }
+
+    fn forwarded_to(admission: Admission<'_>) -> String {
+        match admission {
+            Admission::Forward { agent, .. } => agent.id.clone(),
+            other => panic!("not forwarded: {other:?}"),
+        }
+    }
+
+    // seed 001: "You can use either the agent's username or phone number in the URI".
+    #[test]
+    fn agents_are_reached_by_username_or_number() {
+        let world = demo(DeniedSource::Drop);
+        assert_eq!(
+            forwarded_to(world.decide(&invite("127.0.0.1", "+15551230000", "sales"))),
+            "sales"
+        );
+        assert_eq!(
+            forwarded_to(world.decide(&invite("::1", "+15551230000", "+15550100002"))),
+            "support"
+        );
+        assert_eq!(
+            forwarded_to(world.decide(&invite("127.0.0.4", "+15551230000", "+15550100003"))),
+            "acme-bot"
+        );
+    }
+
+    // seed 001: "The SIP From header must contain a valid E.164 phone number ... SIP 404".
+    #[test]
+    fn a_non_e164_from_is_404() {
+        let world = demo(DeniedSource::Drop);
+        for from in ["alice", "15551230000", "+0123", ""] {
+            assert_eq!(
+                world.decide(&invite("127.0.0.1", from, "sales")),
+                Admission::Reject {
+                    code: 404,
+                    reason: "from_not_e164"
+                }
+            );
+        }
+    }
+
+    // seed 001: "Make sure all IPs sending SIP INVITEs are included in the access list".
+    #[test]
+    fn sources_outside_the_called_tenants_list_learn_nothing() {
+        let world = demo(DeniedSource::Drop);
+        let dropped = Admission::Drop {
+            reason: "source_not_allowed",
+        };
+        assert_eq!(
+            world.decide(&invite("127.0.0.2", "+15551230000", "sales")),
+            dropped
+        );
+        // A caller allowed by acme calling demo's agent, and the reverse.
+        assert_eq!(
+            world.decide(&invite("127.0.0.4", "+15551230000", "sales")),
+            dropped
+        );
+        assert_eq!(
+            world.decide(&invite("127.0.0.1", "+15551230000", "+15550100003")),
+            dropped
+        );
+        // Unknown agents: 404 only for sources some tenant allows.
+        assert_eq!(
+            world.decide(&invite("127.0.0.2", "+15551230000", "nobody")),
+            dropped
+        );
+        assert_eq!(
+            world.decide(&invite("127.0.0.1", "+15551230000", "nobody")),
+            Admission::Reject {
+                code: 404,
+                reason: "unknown_agent"
+            }
+        );
+        // The source check comes before the From check.
+        assert_eq!(
+            world.decide(&invite("127.0.0.2", "alice", "sales")),
+            dropped
+        );
+    }
+
+    #[test]
+    fn denied_sources_can_be_answered_403() {
+        let world = demo(DeniedSource::Forbid);
+        assert_eq!(
+            world.decide(&invite("127.0.0.2", "+15551230000", "sales")),
+            Admission::Reject {
+                code: 403,
+                reason: "source_not_allowed"
+            }
+        );
+    }
+
+    #[test]
+    fn one_name_for_two_agents_is_refused() {
+        let tenant = |id: &str| Tenant {
+            id: id.into(),
+            access: vec![],
+            agents: vec![agent(id, Some("shared"), "+15550100009", "sip:x@127.0.0.1")],
+        };
+        let err =
+            World::new(vec![tenant("a"), tenant("b")], DeniedSource::Drop).expect_err("clash");
+        assert!(err.to_string().contains("shared names both"), "{err}");
+    }
+
+    #[test]
+    fn the_demo_agents_carry_their_headers_and_routes() {
+        let world = demo(DeniedSource::Drop);
+        let Admission::Forward { agent, tenant } =
+            world.decide(&invite("127.0.0.1", "+15551230000", "sales"))
+        else {
+            panic!("not forwarded")
+        };
+        assert_eq!(tenant, "demo");
+        assert_eq!(
+            agent.dest_user.as_ref().map(DestUser::as_str),
+            Some("sales.desk")
+        );
+        let Admission::Forward { agent, .. } =
+            world.decide(&invite("127.0.0.1", "+15551230000", "support"))
+        else {
+            panic!("not forwarded")
+        };
+        let route = agent.route.as_ref().expect("route");
+        assert_eq!(route.next_hop().1, 5091);
+    }
+}

@@ -1,0 +1,144 @@
+//! Responses built by the ingress itself (RFC 3261 section 8.2.6): the status line, every Via of
+//! the request in order, From, To (with a tag, except on 100), Call-ID, CSeq, the extra fields a
+//! status needs, and an empty body.
+
+use super::head::Head;
+
+/// The reason phrase of the statuses the ingress sends.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        487 => "Request Terminated",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// A To tag that is the same for every retransmission of one request, so stateless answers to
+/// retransmissions agree (FNV-1a over Call-ID, From and CSeq).
+pub fn to_tag(head: &Head) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for name in ["Call-ID", "From", "CSeq"] {
+        let value = head
+            .first(name)
+            .map(|f| f.value.as_bytes())
+            .unwrap_or_default();
+        for b in value.iter().chain(b"\n") {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("tg{hash:016x}")
+}
+
+fn has_tag(to: &str) -> bool {
+    let params = match to.rfind('>') {
+        Some(end) => &to[end + 1..],
+        None => to.split_once(';').map_or("", |(_, p)| p),
+    };
+    params
+        .split(';')
+        .filter_map(|p| p.split_once('=').map(|(n, _)| n.trim()))
+        .any(|n| n.eq_ignore_ascii_case("tag"))
+}
+
+/// The response `code` to the request whose header section is `head`, with `extra` fields.
+pub fn build(head: &Head, code: u16, extra: &[(String, String)]) -> Vec<u8> {
+    let mut out = format!("SIP/2.0 {code} {}\r\n", reason_phrase(code));
+    for via in head.all("Via") {
+        out.push_str(&format!("Via: {}\r\n", via.value));
+    }
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        let Some(field) = head.first(name) else {
+            continue;
+        };
+        if name == "To" && code > 100 && !has_tag(&field.value) {
+            out.push_str(&format!("To: {};tag={}\r\n", field.value, to_tag(head)));
+        } else {
+            out.push_str(&format!("{name}: {}\r\n", field.value));
+        }
+    }
+    for (name, value) in extra {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("Server: trunkguard\r\nContent-Length: 0\r\n\r\n");
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::head;
+
+    const REQUEST: &[u8] = b"INVITE sip:sales@127.0.0.1 SIP/2.0\r\n\
+        v: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n\
+        Via: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2\r\n\
+        f: <sip:+15551230000@pbx>;tag=abc\r\n\
+        t: <sip:sales@127.0.0.1>\r\n\
+        i: call-1\r\n\
+        CSeq: 1 INVITE\r\n";
+
+    fn parsed() -> Head {
+        head::parse(REQUEST).expect("parses")
+    }
+
+    #[test]
+    fn responses_copy_the_dialog_fields_and_every_via_in_order() {
+        let text = String::from_utf8(build(&parsed(), 404, &[])).expect("utf8");
+        assert!(text.starts_with("SIP/2.0 404 Not Found\r\n"));
+        let via1 = text.find("Via: SIP/2.0/UDP 10.0.0.1").expect("first via");
+        let via2 = text.find("Via: SIP/2.0/UDP 10.0.0.2").expect("second via");
+        assert!(via1 < via2);
+        assert!(text.contains("From: <sip:+15551230000@pbx>;tag=abc\r\n"));
+        assert!(text.contains(&format!(
+            "To: <sip:sales@127.0.0.1>;tag={}\r\n",
+            to_tag(&parsed())
+        )));
+        assert!(text.contains("Call-ID: call-1\r\nCSeq: 1 INVITE\r\n"));
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn trying_has_no_to_tag_and_existing_tags_are_kept() {
+        let text = String::from_utf8(build(&parsed(), 100, &[])).expect("utf8");
+        assert!(text.contains("To: <sip:sales@127.0.0.1>\r\n"));
+        let tagged =
+            head::parse(b"BYE sip:a@b SIP/2.0\r\nTo: <sip:a@b>;tag=x\r\n").expect("parses");
+        let text = String::from_utf8(build(&tagged, 481, &[])).expect("utf8");
+        assert!(text.contains("To: <sip:a@b>;tag=x\r\n"));
+    }
+
+    #[test]
+    fn tags_are_stable_across_retransmissions() {
+        assert_eq!(to_tag(&parsed()), to_tag(&parsed()));
+        let other = head::parse(
+            &REQUEST
+                .to_vec()
+                .iter()
+                .map(|b| if *b == b'1' { b'2' } else { *b })
+                .collect::<Vec<u8>>(),
+        )
+        .expect("parses");
+        assert_ne!(to_tag(&parsed()), to_tag(&other));
+    }
+
+    #[test]
+    fn extra_fields_are_included() {
+        let extra = [("Retry-After".to_owned(), "5".to_owned())];
+        let text = String::from_utf8(build(&parsed(), 503, &extra)).expect("utf8");
+        assert!(text.contains("Retry-After: 5\r\n"));
+    }
+}
