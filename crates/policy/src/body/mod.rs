@@ -13,7 +13,7 @@ mod custom_sip;
 mod phone_number;
 mod sip_connection;
 mod sip_registration;
-mod text;
+pub mod text;
 
 pub use access::{IpAccessEntryBody, OutboundRouteBody};
 pub use agent::{AgentBody, HumanHandoff, ProviderSettings, SipChannelConfig, TurnDetection};

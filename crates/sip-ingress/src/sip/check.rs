@@ -47,6 +47,8 @@ pub struct Rejection {
     pub detail: String,
     /// Header fields the answer must carry (e.g. `Unsupported` with a 420).
     pub headers: Vec<(String, String)>,
+    /// The request's header section, when it could be read (an answer needs its Vias).
+    pub head: Option<Head>,
 }
 
 impl Rejection {
@@ -55,6 +57,7 @@ impl Rejection {
             code,
             detail: detail.into(),
             headers: Vec::new(),
+            head: None,
         }
     }
 }
@@ -131,7 +134,10 @@ pub fn classify(message: &[u8], frame: Frame) -> Verdict {
             head,
             frame,
         }),
-        Err(rejection) => Verdict::Reject(rejection),
+        Err(rejection) => Verdict::Reject(Rejection {
+            head: Some(head),
+            ..rejection
+        }),
     }
 }
 
@@ -319,7 +325,7 @@ pub fn split_list(value: &str) -> Vec<String> {
 }
 
 /// The sent-by of one via-parm (`SIP / 2.0 / UDP host:port;params`).
-fn sent_by(via: &str) -> Option<HostPort> {
+pub fn sent_by(via: &str) -> Option<HostPort> {
     let protocol_end = via.rfind('/')?;
     let after = via[protocol_end + 1..].trim_start();
     let transport_end = after.find(char::is_whitespace)?;

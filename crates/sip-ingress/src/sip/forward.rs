@@ -1,10 +1,12 @@
 //! Forwarding by editing the received bytes (RFC 3261 section 16.6), the way Kamailio applies
-//! lumps: the new start line, then our Via, Record-Route and (for a proxy route) Route lines, then
-//! every received header line as it was except Max-Forwards (decremented) and any client-sent
-//! X-Dest-User (a routing identity only the ingress may set), then X-Dest-User when the agent
-//! has one, then the empty line and the body, byte for byte.
+//! lumps: the start line (with a new Request-URI for initial requests), then our Via and, for
+//! initial requests, Record-Route and (for a proxy route) Route lines, then every received header
+//! line as it was except Max-Forwards (decremented), the Route element naming the ingress (when
+//! consumed, RFC 3261 section 16.4) and any client-sent X-Dest-User (a routing identity only the
+//! ingress may set), then X-Dest-User when the agent has one, then the empty line and the body,
+//! byte for byte.
 
-use super::check::Request;
+use super::check::{Request, split_list};
 
 /// Max-Forwards for requests that carry none (RFC 3261 section 8.1.1.6).
 pub const DEFAULT_MAX_FORWARDS: u32 = 70;
@@ -12,33 +14,43 @@ pub const DEFAULT_MAX_FORWARDS: u32 = 70;
 /// What the ingress changes in a forwarded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edits {
-    /// The new Request-URI (the agent URI).
-    pub request_uri: String,
+    /// The new Request-URI (the agent URI); `None` keeps the received one.
+    pub request_uri: Option<String>,
     /// Our Via value, e.g. `SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK...`.
     pub via: String,
-    /// Our Record-Route value, e.g. `<sip:127.0.0.1:5060;transport=udp;lr>`.
-    pub record_route: String,
+    /// Our Record-Route value, e.g. `<sip:127.0.0.1:5060;lr>`, for initial requests.
+    pub record_route: Option<String>,
     /// A Route value to push when the agent is reached through a proxy.
     pub route: Option<String>,
     /// The X-Dest-User value, when the agent has one.
     pub dest_user: Option<String>,
+    /// Remove the first Route element (the caller checked that it names the ingress).
+    pub consume_route: bool,
 }
 
 /// Builds the forwarded request from the received `message`.
 pub fn forward(message: &[u8], request: &Request, edits: &Edits) -> Vec<u8> {
     let head = &request.head;
     let mut out = Vec::with_capacity(message.len() + 256);
-    out.extend_from_slice(
-        format!("{} {} SIP/2.0\r\n", request.method, edits.request_uri).as_bytes(),
-    );
+    let request_uri = edits.request_uri.as_deref().unwrap_or(&request.uri);
+    out.extend_from_slice(format!("{} {request_uri} SIP/2.0\r\n", request.method).as_bytes());
     out.extend_from_slice(format!("Via: {}\r\n", edits.via).as_bytes());
-    out.extend_from_slice(format!("Record-Route: {}\r\n", edits.record_route).as_bytes());
+    if let Some(record_route) = &edits.record_route {
+        out.extend_from_slice(format!("Record-Route: {record_route}\r\n").as_bytes());
+    }
     if let Some(route) = &edits.route {
         out.extend_from_slice(format!("Route: {route}\r\n").as_bytes());
     }
     let mut saw_max_forwards = false;
+    let mut route_to_consume = edits.consume_route;
     for field in &head.fields {
-        if field.name == "Max-Forwards" {
+        if field.name == "Route" && route_to_consume {
+            route_to_consume = false;
+            let rest = split_list(&field.value);
+            if rest.len() > 1 {
+                out.extend_from_slice(format!("Route: {}\r\n", rest[1..].join(", ")).as_bytes());
+            }
+        } else if field.name == "Max-Forwards" {
             saw_max_forwards = true;
             let hops = field
                 .value
@@ -96,11 +108,12 @@ mod tests {
 
     fn edits() -> Edits {
         Edits {
-            request_uri: "sip:sales@127.0.0.1:5090".into(),
+            request_uri: Some("sip:sales@127.0.0.1:5090".into()),
             via: "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKtg1".into(),
-            record_route: "<sip:127.0.0.1:5060;transport=udp;lr>".into(),
+            record_route: Some("<sip:127.0.0.1:5060;transport=udp;lr>".into()),
             route: None,
             dest_user: Some("sales.desk".into()),
+            consume_route: false,
         }
     }
 
@@ -119,6 +132,32 @@ mod tests {
         assert!(out.ends_with(b"\r\n\r\nv=0\r\n\x00\x01\xff\r\n"));
         let frame = frame_datagram(&out).expect("the result frames");
         assert_eq!(frame.body_len, 10);
+    }
+
+    #[test]
+    fn in_dialog_requests_consume_the_route_naming_the_ingress() {
+        let bye = b"BYE sip:agent@127.0.0.1:5090 SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-2\r\n\
+            Route: <sip:127.0.0.1:5060;lr>, <sip:next.example;lr>\r\n\
+            From: <sip:+15551230000@10.0.0.1>;tag=a\r\n\
+            To: <sip:sales@127.0.0.1>;tag=b\r\n\
+            Call-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        let Verdict::Request(request) = classify_datagram(bye) else {
+            panic!("not a request")
+        };
+        let edits = Edits {
+            request_uri: None,
+            record_route: None,
+            dest_user: None,
+            consume_route: true,
+            ..edits()
+        };
+        let text = String::from_utf8_lossy(&forward(bye, &request, &edits)).into_owned();
+        assert!(text.starts_with(
+            "BYE sip:agent@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060"
+        ));
+        assert!(text.contains("Route: <sip:next.example;lr>\r\n"));
+        assert!(!text.contains("Record-Route"));
     }
 
     #[test]

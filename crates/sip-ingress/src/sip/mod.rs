@@ -22,3 +22,4 @@ pub mod forward;
 pub mod frame;
 pub mod head;
 pub mod response;
+pub mod uri;

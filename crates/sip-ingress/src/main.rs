@@ -1,0 +1,160 @@
+//! `sip-ingress`: the SIP ingress sidecar.
+//!
+//! ```text
+//! sip-ingress [--config FILE] [--log-json]   serve (the embedded demo world without --config)
+//! sip-ingress check-config FILE              check a configuration and exit
+//! ```
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use sip_ingress::config::{Config, DEMO};
+use sip_ingress::proxy::{Event, Proxy};
+use tokio::net::UdpSocket;
+
+const USAGE: &str =
+    "usage: sip-ingress [--config FILE] [--log-json]\n       sip-ingress check-config FILE";
+
+/// The largest datagram read (IPv4 UDP maximum).
+const MAX_DATAGRAM: usize = 65_535;
+
+enum Command {
+    Serve { config: Option<String>, json: bool },
+    Check(String),
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    match args {
+        [check, file] if check == "check-config" => Ok(Command::Check(file.clone())),
+        _ => {
+            let (mut config, mut json) = (None, false);
+            let mut rest = args.iter();
+            while let Some(arg) = rest.next() {
+                match arg.as_str() {
+                    "--config" => {
+                        config = Some(rest.next().ok_or("--config needs a FILE")?.clone())
+                    }
+                    "--log-json" => json = true,
+                    other => return Err(format!("unknown argument {other:?}")),
+                }
+            }
+            Ok(Command::Serve { config, json })
+        }
+    }
+}
+
+fn load(path: Option<&str>) -> Result<Config, String> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
+        None => DEMO.to_owned(),
+    };
+    Config::parse(&text)
+        .map_err(|e| format!("{}: {e}", path.unwrap_or("embedded demo configuration")))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse_args(&args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("sip-ingress: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Check(path) => match load(Some(&path)) {
+            Ok(_) => {
+                println!("{path}: ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config, json } => {
+            let subscriber = tracing_subscriber::fmt().with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            );
+            if json {
+                subscriber.json().init();
+            } else {
+                subscriber.init();
+            }
+            match load(config.as_deref()) {
+                Ok(config) => match serve(config).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for addr in &config.udp {
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%local, "listening on udp");
+        let proxy = Proxy::new(config.world.clone(), local);
+        tasks.spawn(run_udp(socket, proxy));
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+        Some(result) = tasks.join_next() => {
+            Err(format!("a transport stopped: {result:?}"))
+        }
+    }
+}
+
+/// One UDP socket: receive, decide, send. The proxy state is owned by this task.
+async fn run_udp(socket: UdpSocket, mut proxy: Proxy) {
+    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    let mut expiry = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buffer) => {
+                let (length, source) = match received {
+                    Ok(received) => received,
+                    Err(e) => {
+                        tracing::warn!("udp receive failed: {e}");
+                        continue;
+                    }
+                };
+                let (outgoing, event) = proxy.on_datagram(&buffer[..length], source, Instant::now());
+                log_event(event, source);
+                for out in outgoing {
+                    if let Err(e) = socket.send_to(&out.bytes, out.to).await {
+                        tracing::warn!(to = %out.to, "udp send failed: {e}");
+                    }
+                }
+            }
+            _ = expiry.tick() => proxy.expire(Instant::now()),
+        }
+    }
+}
+
+fn log_event(event: Event, source: SocketAddr) {
+    match event {
+        Event::Admitted => tracing::info!(%source, "invite admitted"),
+        Event::Refused(reason) => tracing::info!(%source, reason, "invite refused"),
+        Event::Answered(code) => tracing::debug!(%source, code, "answered"),
+        other => tracing::debug!(%source, event = ?other, "handled"),
+    }
+}

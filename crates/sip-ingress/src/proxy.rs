@@ -1,0 +1,524 @@
+//! The proxy core (RFC 3261 section 16), without sockets: a received datagram in, the datagrams
+//! to send out. The transport loop around it is in `main.rs`.
+//!
+//! * An initial INVITE is admitted by [`policy::admission::World`], answered `100 Trying`, and
+//!   forwarded to the agent with our Via and Record-Route (so in-dialog requests come back
+//!   through the ingress) by editing the received bytes.
+//! * Retransmitted INVITEs are absorbed: the last response is sent again.
+//! * In-dialog requests (To tag) are only forwarded for dialogs the ingress admitted; anything
+//!   else gets 481 (an ACK is dropped). The Route naming the ingress is consumed.
+//! * CANCEL is answered 200 and sent on to the agent with the INVITE's branch.
+//! * Responses are relayed by popping our Via and sending to the next one's `received`/`rport`
+//!   or sent-by. For a non-2xx final answer to an INVITE the proxy sends the ACK itself and
+//!   absorbs the caller's (RFC 3261 section 17.1.1.3).
+//! * OPTIONS addressed to the ingress itself is answered 200.
+//!
+//! State (dialogs, INVITE transactions) is bounded in number and expires.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use policy::admission::{Admission, Invite, World};
+use policy::{Host, HostPort};
+
+use crate::sip::check::{self, Request, Response, Verdict, split_list};
+use crate::sip::forward::{self, Edits};
+use crate::sip::head::Head;
+use crate::sip::{response, uri};
+
+/// How long an INVITE transaction is remembered (64 x T1, RFC 3261 Timer B).
+const TRANSACTION_LIFETIME: Duration = Duration::from_secs(32);
+/// How long a dialog is remembered without a BYE.
+const DIALOG_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// The most dialogs and transactions kept; beyond this new calls get 503.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// One datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The destination.
+    pub to: SocketAddr,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// What happened, for logs and metrics: fixed labels only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// An initial INVITE was forwarded.
+    Admitted,
+    /// An initial INVITE was refused with this admission reason.
+    Refused(&'static str),
+    /// A retransmission was absorbed.
+    Retransmission,
+    /// An in-dialog request or a CANCEL was relayed.
+    Relayed,
+    /// A response was relayed.
+    ResponseRelayed,
+    /// A message was answered by the ingress itself (400, 416, 481, OPTIONS 200...).
+    Answered(u16),
+    /// A message was dropped.
+    Dropped,
+}
+
+#[derive(Debug)]
+struct Dialog {
+    caller: SocketAddr,
+    callee: SocketAddr,
+    since: Instant,
+}
+
+#[derive(Debug)]
+struct InviteTransaction {
+    callee: SocketAddr,
+    /// Our branch on the forwarded INVITE (CANCEL and our ACK reuse it).
+    branch: String,
+    /// The forwarded INVITE's Request-URI.
+    request_uri: String,
+    /// The last response sent to the caller, resent on retransmissions.
+    last_response: Vec<u8>,
+    since: Instant,
+}
+
+/// The proxy's state.
+pub struct Proxy {
+    world: World,
+    local: SocketAddr,
+    dialogs: HashMap<String, Dialog>,
+    invites: HashMap<String, InviteTransaction>,
+}
+
+/// FNV-1a, for branch ids derived from what identifies the incoming transaction.
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter().chain(b"|") {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+fn socket_of(hp: &HostPort, default_port: u16) -> Option<SocketAddr> {
+    let ip = match &hp.host {
+        Host::Ipv4(a) => IpAddr::V4(*a),
+        Host::Ipv6(a) => IpAddr::V6(*a),
+        Host::Domain(_) => return None,
+    };
+    Some(SocketAddr::new(ip, hp.port_or(default_port)))
+}
+
+/// The address a response goes to, from a via-parm: `received`/`rport` when present
+/// (RFC 3261 section 18.2.2, RFC 3581), else the sent-by.
+fn response_target(via: &str) -> Option<SocketAddr> {
+    let sent_by = check::sent_by(via)?;
+    let host = uri::param(via, "received")
+        .and_then(|r| r.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+        .map(|ip| match ip {
+            IpAddr::V4(a) => Host::Ipv4(a),
+            IpAddr::V6(a) => Host::Ipv6(a),
+        })
+        .unwrap_or(sent_by.host);
+    let port = uri::param(via, "rport")
+        .and_then(|p| p.parse().ok())
+        .or(sent_by.port);
+    socket_of(&HostPort { host, port }, 5060)
+}
+
+fn value<'a>(head: &'a Head, name: &str) -> &'a str {
+    head.first(name)
+        .map(|f| f.value.as_str())
+        .unwrap_or_default()
+}
+
+fn top_via(head: &Head) -> String {
+    head.first("Via")
+        .and_then(|f| split_list(&f.value).into_iter().next())
+        .unwrap_or_default()
+}
+
+fn cseq_method(head: &Head) -> &str {
+    value(head, "CSeq")
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+}
+
+impl Proxy {
+    /// A proxy for `world`, reachable at `local` (our Via and Record-Route).
+    pub fn new(world: World, local: SocketAddr) -> Self {
+        Self {
+            world,
+            local,
+            dialogs: HashMap::new(),
+            invites: HashMap::new(),
+        }
+    }
+
+    /// The number of dialogs and INVITE transactions held.
+    pub fn live(&self) -> (usize, usize) {
+        (self.dialogs.len(), self.invites.len())
+    }
+
+    fn is_local(&self, hp: &HostPort) -> bool {
+        socket_of(hp, 5060) == Some(self.local)
+    }
+
+    /// Forgets expired state.
+    pub fn expire(&mut self, now: Instant) {
+        self.invites
+            .retain(|_, t| now.duration_since(t.since) < TRANSACTION_LIFETIME);
+        self.dialogs
+            .retain(|_, d| now.duration_since(d.since) < DIALOG_LIFETIME);
+    }
+
+    /// Handles one datagram from `source`.
+    pub fn on_datagram(
+        &mut self,
+        bytes: &[u8],
+        source: SocketAddr,
+        now: Instant,
+    ) -> (Vec<Outgoing>, Event) {
+        match check::classify_datagram(bytes) {
+            Verdict::Drop(_) => (Vec::new(), Event::Dropped),
+            Verdict::Reject(rejection) => match rejection.head {
+                Some(head) => {
+                    let reply = response::build(&head, rejection.code, &rejection.headers);
+                    (
+                        vec![Outgoing {
+                            to: source,
+                            bytes: reply,
+                        }],
+                        Event::Answered(rejection.code),
+                    )
+                }
+                None => (Vec::new(), Event::Dropped),
+            },
+            Verdict::Response(response) => self.on_response(bytes, &response),
+            Verdict::Request(request) => self.on_request(bytes, &request, source, now),
+        }
+    }
+
+    fn answer(
+        head: &Head,
+        to: SocketAddr,
+        code: u16,
+        extra: &[(String, String)],
+    ) -> (Vec<Outgoing>, Event) {
+        let bytes = response::build(head, code, extra);
+        (vec![Outgoing { to, bytes }], Event::Answered(code))
+    }
+
+    fn our_via(&self, branch: &str) -> String {
+        format!("SIP/2.0/UDP {};branch={branch}", self.local)
+    }
+
+    fn branch_for(&self, head: &Head, source: SocketAddr) -> String {
+        let incoming = uri::param(&top_via(head), "branch")
+            .unwrap_or_default()
+            .to_owned();
+        let key = fnv(&[
+            incoming.as_bytes(),
+            source.to_string().as_bytes(),
+            value(head, "Call-ID").as_bytes(),
+        ]);
+        format!("{}{key:016x}", check::BRANCH_COOKIE)
+    }
+
+    fn transaction_key(head: &Head, source: SocketAddr) -> String {
+        let via = top_via(head);
+        let branch = uri::param(&via, "branch").unwrap_or_default();
+        format!("{branch}|{source}|{}", value(head, "Call-ID"))
+    }
+
+    fn on_request(
+        &mut self,
+        bytes: &[u8],
+        request: &Request,
+        source: SocketAddr,
+        now: Instant,
+    ) -> (Vec<Outgoing>, Event) {
+        let head = &request.head;
+        let in_dialog = uri::tag(value(head, "To")).is_some();
+        let addressed_to_us = uri::user(&request.uri).is_none()
+            && uri::host_port(&request.uri).is_some_and(|hp| self.is_local(&hp));
+        match request.method.as_str() {
+            "OPTIONS" if addressed_to_us && !in_dialog => {
+                let allow = [(
+                    "Allow".to_owned(),
+                    "INVITE, ACK, BYE, CANCEL, OPTIONS".to_owned(),
+                )];
+                Self::answer(head, source, 200, &allow)
+            }
+            "CANCEL" => self.on_cancel(head, source),
+            "INVITE" if !in_dialog => self.on_invite(bytes, request, source, now),
+            "ACK" if !in_dialog => (Vec::new(), Event::Dropped),
+            _ if in_dialog => self.in_dialog(bytes, request, source),
+            _ => {
+                let allow = [(
+                    "Allow".to_owned(),
+                    "INVITE, ACK, BYE, CANCEL, OPTIONS".to_owned(),
+                )];
+                Self::answer(head, source, 405, &allow)
+            }
+        }
+    }
+
+    fn on_invite(
+        &mut self,
+        bytes: &[u8],
+        request: &Request,
+        source: SocketAddr,
+        now: Instant,
+    ) -> (Vec<Outgoing>, Event) {
+        let head = &request.head;
+        let key = Self::transaction_key(head, source);
+        if let Some(transaction) = self.invites.get(&key) {
+            let bytes = transaction.last_response.clone();
+            return (vec![Outgoing { to: source, bytes }], Event::Retransmission);
+        }
+        let from_user = uri::user(uri::uri_of(value(head, "From"))).unwrap_or_default();
+        let request_user = uri::user(&request.uri).unwrap_or_default();
+        let invite = Invite {
+            source: source.ip(),
+            from_user,
+            request_user,
+        };
+        let agent = match self.world.decide(&invite) {
+            Admission::Drop { reason } => return (Vec::new(), Event::Refused(reason)),
+            Admission::Reject { code, reason } => {
+                let (out, _) = Self::answer(head, source, code, &[]);
+                return (out, Event::Refused(reason));
+            }
+            Admission::Forward { agent, .. } => agent.clone(),
+        };
+        if self.invites.len() >= MAX_ENTRIES || self.dialogs.len() >= MAX_ENTRIES {
+            let (out, _) = Self::answer(
+                head,
+                source,
+                503,
+                &[("Retry-After".to_owned(), "5".to_owned())],
+            );
+            return (out, Event::Refused("overloaded"));
+        }
+        let (next_hop, route) = match &agent.route {
+            Some(route) => {
+                let (host, port) = route.next_hop();
+                let hop = socket_of(
+                    &HostPort {
+                        host: host.clone(),
+                        port: Some(port),
+                    },
+                    5060,
+                );
+                let pushed = route
+                    .proxy
+                    .as_ref()
+                    .map(|p| format!("<sip:{}:{port};lr>", p.host));
+                (hop, pushed)
+            }
+            None => (
+                uri::host_port(&agent.uri).and_then(|hp| socket_of(&hp, 5060)),
+                None,
+            ),
+        };
+        let Some(next_hop) = next_hop else {
+            let (out, _) = Self::answer(head, source, 503, &[]);
+            return (out, Event::Refused("agent_unreachable"));
+        };
+        let branch = self.branch_for(head, source);
+        let edits = Edits {
+            request_uri: Some(agent.uri.clone()),
+            via: self.our_via(&branch),
+            record_route: Some(format!("<sip:{};lr>", self.local)),
+            route,
+            dest_user: agent.dest_user.as_ref().map(|d| d.as_str().to_owned()),
+            consume_route: false,
+        };
+        let forwarded = forward::forward(bytes, request, &edits);
+        let trying = response::build(head, 100, &[]);
+        self.invites.insert(
+            key,
+            InviteTransaction {
+                callee: next_hop,
+                branch,
+                request_uri: agent.uri.clone(),
+                last_response: trying.clone(),
+                since: now,
+            },
+        );
+        self.dialogs.insert(
+            value(head, "Call-ID").to_owned(),
+            Dialog {
+                caller: source,
+                callee: next_hop,
+                since: now,
+            },
+        );
+        (
+            vec![
+                Outgoing {
+                    to: source,
+                    bytes: trying,
+                },
+                Outgoing {
+                    to: next_hop,
+                    bytes: forwarded,
+                },
+            ],
+            Event::Admitted,
+        )
+    }
+
+    fn on_cancel(&mut self, head: &Head, source: SocketAddr) -> (Vec<Outgoing>, Event) {
+        let Some(transaction) = self.invites.get(&Self::transaction_key(head, source)) else {
+            return Self::answer(head, source, 481, &[]);
+        };
+        let ok = response::build(head, 200, &[]);
+        let cancel = format!(
+            "CANCEL {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            transaction.request_uri,
+            self.our_via(&transaction.branch),
+            value(head, "From"),
+            value(head, "To"),
+            value(head, "Call-ID"),
+            value(head, "CSeq").split_whitespace().next().unwrap_or("1"),
+        );
+        (
+            vec![
+                Outgoing {
+                    to: source,
+                    bytes: ok,
+                },
+                Outgoing {
+                    to: transaction.callee,
+                    bytes: cancel.into_bytes(),
+                },
+            ],
+            Event::Relayed,
+        )
+    }
+
+    fn in_dialog(
+        &mut self,
+        bytes: &[u8],
+        request: &Request,
+        source: SocketAddr,
+    ) -> (Vec<Outgoing>, Event) {
+        let head = &request.head;
+        let Some(dialog) = self.dialogs.get(value(head, "Call-ID")) else {
+            if request.method == "ACK" {
+                return (Vec::new(), Event::Dropped);
+            }
+            return Self::answer(head, source, 481, &[]);
+        };
+        let to = if source == dialog.callee {
+            dialog.caller
+        } else {
+            dialog.callee
+        };
+        let branch = self.branch_for(head, source);
+        let route_names_us = head
+            .first("Route")
+            .and_then(|f| split_list(&f.value).into_iter().next())
+            .and_then(|r| uri::host_port(uri::uri_of(&r)))
+            .is_some_and(|hp| self.is_local(&hp));
+        let edits = Edits {
+            request_uri: None,
+            via: self.our_via(&branch),
+            record_route: None,
+            route: None,
+            dest_user: None,
+            consume_route: route_names_us,
+        };
+        let forwarded = forward::forward(bytes, request, &edits);
+        (
+            vec![Outgoing {
+                to,
+                bytes: forwarded,
+            }],
+            Event::Relayed,
+        )
+    }
+
+    fn on_response(&mut self, bytes: &[u8], response: &Response) -> (Vec<Outgoing>, Event) {
+        let head = &response.head;
+        let Some(first) = head.first("Via") else {
+            return (Vec::new(), Event::Dropped);
+        };
+        let elements = split_list(&first.value);
+        let ours = elements
+            .first()
+            .and_then(|v| check::sent_by(v))
+            .is_some_and(|hp| self.is_local(&hp));
+        if !ours {
+            return (Vec::new(), Event::Dropped);
+        }
+        let next_via = match elements.get(1) {
+            Some(next) => next.clone(),
+            None => head
+                .all("Via")
+                .nth(1)
+                .and_then(|f| split_list(&f.value).into_iter().next())
+                .unwrap_or_default(),
+        };
+        let Some(to) = response_target(&next_via) else {
+            return (Vec::new(), Event::Dropped);
+        };
+        let mut relayed = Vec::with_capacity(bytes.len());
+        relayed.extend_from_slice(&bytes[..first.span.start]);
+        if elements.len() > 1 {
+            relayed.extend_from_slice(format!("Via: {}\r\n", elements[1..].join(", ")).as_bytes());
+        }
+        relayed.extend_from_slice(&bytes[first.span.end..response.frame.len()]);
+
+        let mut out = vec![Outgoing {
+            to,
+            bytes: relayed.clone(),
+        }];
+        let method = cseq_method(head);
+        let our_branch = uri::param(&elements[0], "branch")
+            .unwrap_or_default()
+            .to_owned();
+        if method == "INVITE" {
+            let key = self
+                .invites
+                .iter()
+                .find(|(_, t)| t.branch == our_branch)
+                .map(|(k, _)| k.clone());
+            if let Some(key) = key {
+                if response.code >= 300 {
+                    if let Some(transaction) = self.invites.get(&key) {
+                        out.push(self.ack_for(head, transaction));
+                    }
+                    self.dialogs.remove(value(head, "Call-ID"));
+                }
+                if let Some(transaction) = self.invites.get_mut(&key) {
+                    transaction.last_response = relayed;
+                }
+            }
+        } else if method == "BYE" && response.code >= 200 {
+            self.dialogs.remove(value(head, "Call-ID"));
+        }
+        (out, Event::ResponseRelayed)
+    }
+
+    /// The ACK a proxy sends for a non-2xx final response to a forwarded INVITE.
+    fn ack_for(&self, head: &Head, transaction: &InviteTransaction) -> Outgoing {
+        let ack = format!(
+            "ACK {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            transaction.request_uri,
+            self.our_via(&transaction.branch),
+            value(head, "From"),
+            value(head, "To"),
+            value(head, "Call-ID"),
+            value(head, "CSeq").split_whitespace().next().unwrap_or("1"),
+        );
+        Outgoing {
+            to: transaction.callee,
+            bytes: ack.into_bytes(),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The SIP ingress between real SIPp peers over loopback UDP: a caller (UAC) calls an agent
+//! (UAS) through `sip-ingress`. Every process is started here and killed by pid when the test
+//! ends; every SIPp run is bounded (`-m 1`, `-timeout`).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use trunkguard::process::{Guarded, wait_until};
+
+const CALLER: &str = "+15551230000";
+
+struct World {
+    ingress: SocketAddr,
+    agent_port: u16,
+    proxy_port: u16,
+    dir: PathBuf,
+    _process: Guarded,
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trunkguard-sip-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The demo world of issue 4 on free ports, served by the real binary.
+fn start_ingress(name: &str) -> World {
+    let (ingress_port, agent_port, proxy_port) = (
+        trunkguard::free_udp_port(),
+        trunkguard::free_udp_port(),
+        trunkguard::free_udp_port(),
+    );
+    let config = format!(
+        r#"
+[sip]
+udp = ["127.0.0.1:{ingress_port}"]
+
+[[tenants]]
+id = "demo"
+access = ["127.0.0.1/32", "::1/128"]
+
+[[tenants.agents]]
+id = "sales"
+username = "sales"
+number = "+15550100001"
+uri = "sip:sales@127.0.0.1:{agent_port}"
+dest_user = "sales.desk"
+
+[[tenants.agents]]
+id = "support"
+username = "support"
+number = "+15550100002"
+uri = "sip:support@127.0.0.1:{agent_port}"
+route = "127.0.0.1:{agent_port};transport=udp;proxyAddress=127.0.0.1:{proxy_port}"
+
+[[tenants]]
+id = "acme"
+access = ["127.0.0.4/32"]
+
+[[tenants.agents]]
+id = "acme-bot"
+number = "+15550100003"
+uri = "sip:acme-bot@127.0.0.1:{agent_port}"
+"#
+    );
+    let dir = scratch(name);
+    let path = dir.join("ingress.toml");
+    std::fs::write(&path, config).expect("config written");
+    let process = Guarded::spawn(
+        "sip-ingress",
+        Command::new(trunkguard::workspace_binary("sip-ingress"))
+            .arg("--config")
+            .arg(&path),
+        &dir.join("ingress.log"),
+    );
+    let ingress = SocketAddr::from(([127, 0, 0, 1], ingress_port));
+    let ready = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(dir.join("ingress.log"))
+            .is_ok_and(|l| l.contains("listening on udp"))
+    });
+    assert!(
+        ready,
+        "sip-ingress did not start: {}",
+        log(&dir.join("ingress.log"))
+    );
+    World {
+        ingress,
+        agent_port,
+        proxy_port,
+        dir,
+        _process: process,
+    }
+}
+
+fn log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn scenario(dir: &Path, name: &str, checks: &str) -> PathBuf {
+    let template = trunkguard::workspace_root()
+        .join("tests")
+        .join("sipp")
+        .join(name);
+    let text = std::fs::read_to_string(&template)
+        .expect("scenario")
+        .replace("@CHECKS@", checks);
+    let path = dir.join(format!("{}-{name}", checks.len()));
+    std::fs::write(&path, text).expect("scenario written");
+    path
+}
+
+/// Runs SIPp for one call and returns whether it succeeded, with its log.
+fn sipp(dir: &Path, label: &str, args: &[&str]) -> Guarded {
+    let log = dir.join(format!("{label}.log"));
+    Guarded::spawn(
+        "sipp",
+        Command::new("sipp")
+            .args([
+                "-m",
+                "1",
+                "-timeout",
+                "15s",
+                "-timeout_error",
+                "-nostdin",
+                "-trace_err",
+            ])
+            .arg("-error_file")
+            .arg(dir.join(format!("{label}-errors.log")))
+            .args(args)
+            .current_dir(dir),
+        &log,
+    )
+}
+
+fn finished_ok(process: &mut Guarded, dir: &Path, label: &str) {
+    let status = process.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{label} failed ({status:?}):\n{}\n{}",
+        log(&dir.join(format!("{label}.log"))),
+        log(&dir.join(format!("{label}-errors.log")))
+    );
+}
+
+/// Runs an agent with `checks` on `agent_port` and a caller calling `called` from `from`.
+fn call(world: &World, agent_port: u16, checks: &str, called: &str, from: &str) {
+    let agent_scenario = scenario(&world.dir, "agent.xml", checks);
+    let caller_scenario = scenario(&world.dir, "caller.xml", "");
+    let agent_port = agent_port.to_string();
+    let mut agent = sipp(
+        &world.dir,
+        "agent",
+        &[
+            "-sf",
+            agent_scenario.to_str().expect("utf8"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &agent_port,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let target = world.ingress.to_string();
+    let mut caller = sipp(
+        &world.dir,
+        "caller",
+        &[
+            "-sf",
+            caller_scenario.to_str().expect("utf8"),
+            "-s",
+            called,
+            "-set",
+            "from",
+            from,
+            "-i",
+            "127.0.0.1",
+            &target,
+        ],
+    );
+    finished_ok(&mut caller, &world.dir, "caller");
+    finished_ok(&mut agent, &world.dir, "agent");
+}
+
+#[test]
+fn a_whole_call_reaches_the_agent_with_x_dest_user() {
+    let world = start_ingress("call");
+    let checks = r#"<ereg regexp="^INVITE sip:sales@127\.0\.0\.1:[0-9]+ SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>
+      <ereg regexp="X-Dest-User: sales\.desk" search_in="msg" check_it="true" assign_to="seen"/>
+      <ereg regexp="X-Pbx-Trunk: trunk 7;kept=as-is" search_in="msg" check_it="true" assign_to="seen"/>
+      <ereg regexp="Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;lr&gt;" search_in="msg" check_it="true" assign_to="seen"/>"#;
+    call(&world, world.agent_port, checks, "sales", CALLER);
+    assert!(log(&world.dir.join("ingress.log")).contains("invite admitted"));
+}
+
+#[test]
+fn the_proxy_route_is_honoured_and_no_x_dest_user_is_sent_when_unset() {
+    let world = start_ingress("route");
+    // The "proxy" receives the INVITE with the agent URI as Request-URI and a Route to itself.
+    let checks = format!(
+        r#"<ereg regexp="^INVITE sip:support@127\.0\.0\.1:{} SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>
+      <ereg regexp="Route: &lt;sip:127\.0\.0\.1:{};lr&gt;" search_in="msg" check_it="true" assign_to="seen"/>
+      <ereg regexp="X-Dest-User" search_in="msg" check_it_inverse="true" assign_to="seen"/>"#,
+        world.agent_port, world.proxy_port
+    );
+    // Called by number this time.
+    call(&world, world.proxy_port, &checks, "+15550100002", CALLER);
+}
+
+#[test]
+fn a_non_e164_from_gets_404() {
+    let world = start_ingress("404");
+    let caller_scenario = scenario(&world.dir, "caller_refused.xml", "");
+    let target = world.ingress.to_string();
+    let mut caller = sipp(
+        &world.dir,
+        "caller",
+        &[
+            "-sf",
+            caller_scenario.to_str().expect("utf8"),
+            "-s",
+            "sales",
+            "-set",
+            "from",
+            "alice",
+            "-i",
+            "127.0.0.1",
+            &target,
+        ],
+    );
+    finished_ok(&mut caller, &world.dir, "caller");
+}
+
+fn invite(from_port: u16, called: &str, max_forwards: u32) -> Vec<u8> {
+    format!(
+        "INVITE sip:{called}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{from_port};branch=z9hG4bK-raw-{called}\r\n\
+         From: <sip:{CALLER}@pbx>;tag=1\r\nTo: <sip:{called}@127.0.0.1>\r\nCall-ID: raw-{called}-{from_port}\r\n\
+         CSeq: 1 INVITE\r\nMax-Forwards: {max_forwards}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Sends `bytes` from `source` and returns the first answer within one second.
+fn exchange(world: &World, source: &str, bytes: &[u8]) -> Option<String> {
+    let socket = UdpSocket::bind((source, 0)).expect("loopback source address");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    socket.send_to(bytes, world.ingress).expect("sent");
+    let mut buffer = [0u8; 4096];
+    socket
+        .recv_from(&mut buffer)
+        .ok()
+        .map(|(n, _)| String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+#[test]
+fn disallowed_sources_and_other_tenants_callers_get_no_answer() {
+    let world = start_ingress("silence");
+    // A source in no list, and acme's source calling demo's agent: nothing comes back.
+    assert_eq!(
+        exchange(&world, "127.0.0.2", &invite(5999, "sales", 70)),
+        None
+    );
+    assert_eq!(
+        exchange(&world, "127.0.0.4", &invite(5998, "sales", 70)),
+        None
+    );
+    // Control: the same INVITE from an allowed source is answered at once.
+    let answer = exchange(&world, "127.0.0.1", &invite(5997, "sales", 70)).expect("answered");
+    assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
+    // And acme's own agent is reachable from acme's source.
+    let answer =
+        exchange(&world, "127.0.0.4", &invite(5996, "+15550100003", 70)).expect("answered");
+    assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
+}
+
+#[test]
+fn max_forwards_zero_gets_483_and_options_to_the_ingress_gets_200() {
+    let world = start_ingress("483");
+    let answer = exchange(&world, "127.0.0.1", &invite(5995, "sales", 0)).expect("answered");
+    assert!(answer.starts_with("SIP/2.0 483 Too Many Hops"), "{answer}");
+    let options = format!(
+        "OPTIONS sip:{} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5994;branch=z9hG4bK-o1\r\nFrom: <sip:{CALLER}@pbx>;tag=1\r\n\
+         To: <sip:{}>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        world.ingress, world.ingress
+    );
+    let answer = exchange(&world, "127.0.0.1", options.as_bytes()).expect("answered");
+    assert!(answer.starts_with("SIP/2.0 200 OK"), "{answer}");
+    assert!(answer.contains("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS"));
+}
