@@ -75,19 +75,6 @@ pub fn demo_filter_configuration() -> String {
     block.join("\n")
 }
 
-/// A binary of this workspace, as built by `cargo test --workspace` (debug profile).
-pub fn workspace_binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    let path = target.join("debug").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo xtask test` (it builds the workspace)",
-        path.display()
-    );
-    path
-}
-
 /// A loopback UDP port that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")

@@ -1,7 +1,7 @@
 //! Forwarding by editing the received bytes (RFC 3261 section 16.6), the way Kamailio applies
-//! lumps: the start line (with a new Request-URI for initial requests), then our Via and, for
-//! initial requests, Record-Route and (for a proxy route) Route lines, then every received header
-//! line as it was except Max-Forwards (decremented), the Route element naming the ingress (when
+//! lumps: the start line (with a new Request-URI for initial requests), then our Via, the
+//! received Vias, then for initial requests our Record-Route and (for a proxy route) Route lines,
+//! then every other received header line as it was except Max-Forwards (decremented), the Route element naming the ingress (when
 //! consumed, RFC 3261 section 16.4) and any client-sent X-Dest-User (a routing identity only the
 //! ingress may set), then X-Dest-User when the agent has one, then the empty line and the body,
 //! byte for byte.
@@ -35,15 +35,23 @@ pub fn forward(message: &[u8], request: &Request, edits: &Edits) -> Vec<u8> {
     let request_uri = edits.request_uri.as_deref().unwrap_or(&request.uri);
     out.extend_from_slice(format!("{} {request_uri} SIP/2.0\r\n", request.method).as_bytes());
     out.extend_from_slice(format!("Via: {}\r\n", edits.via).as_bytes());
+    // Record-Route and Route go after the received Vias, which stay together at the top.
+    let mut routing = String::new();
     if let Some(record_route) = &edits.record_route {
-        out.extend_from_slice(format!("Record-Route: {record_route}\r\n").as_bytes());
+        routing.push_str(&format!("Record-Route: {record_route}\r\n"));
     }
     if let Some(route) = &edits.route {
-        out.extend_from_slice(format!("Route: {route}\r\n").as_bytes());
+        routing.push_str(&format!("Route: {route}\r\n"));
     }
+    let mut routing = Some(routing);
     let mut saw_max_forwards = false;
     let mut route_to_consume = edits.consume_route;
     for field in &head.fields {
+        if field.name != "Via"
+            && let Some(routing) = routing.take()
+        {
+            out.extend_from_slice(routing.as_bytes());
+        }
         if field.name == "Route" && route_to_consume {
             route_to_consume = false;
             let rest = split_list(&field.value);
@@ -66,6 +74,9 @@ pub fn forward(message: &[u8], request: &Request, edits: &Edits) -> Vec<u8> {
                 out.extend_from_slice(b"\r\n");
             }
         }
+    }
+    if let Some(routing) = routing {
+        out.extend_from_slice(routing.as_bytes());
     }
     if !saw_max_forwards {
         out.extend_from_slice(format!("Max-Forwards: {}\r\n", DEFAULT_MAX_FORWARDS - 1).as_bytes());
@@ -122,7 +133,7 @@ mod tests {
         let out = forward(INVITE, &request(), &edits());
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with(
-            "INVITE sip:sales@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKtg1\r\nRecord-Route: <sip:127.0.0.1:5060;transport=udp;lr>\r\nVia: SIP/2.0/UDP 10.0.0.1:5070"
+            "INVITE sip:sales@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKtg1\r\nVia: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-1\r\nRecord-Route: <sip:127.0.0.1:5060;transport=udp;lr>\r\nMax-Forwards: 69\r\n"
         ));
         assert!(text.contains("X-Custom:   odd   spacing  \r\n"));
         assert!(text.contains("NewFangled: folded\r\n  continuation\r\n"));

@@ -1,6 +1,10 @@
 //! The SIP ingress between real SIPp peers over loopback UDP: a caller (UAC) calls an agent
 //! (UAS) through `sip-ingress`. Every process is started here and killed by pid when the test
 //! ends; every SIPp run is bounded (`-m 1`, `-timeout`).
+//!
+//! These end-to-end tests live beside the crate rather than in the workspace's `tests/` because
+//! only a package's own integration tests are guaranteed a freshly built binary
+//! (`CARGO_BIN_EXE_sip-ingress`).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -70,7 +74,7 @@ uri = "sip:acme-bot@127.0.0.1:{agent_port}"
     std::fs::write(&path, config).expect("config written");
     let process = Guarded::spawn(
         "sip-ingress",
-        Command::new(trunkguard::workspace_binary("sip-ingress"))
+        Command::new(env!("CARGO_BIN_EXE_sip-ingress"))
             .arg("--config")
             .arg(&path),
         &dir.join("ingress.log"),
@@ -99,7 +103,7 @@ fn log(path: &Path) -> String {
 }
 
 fn scenario(dir: &Path, name: &str, checks: &str) -> PathBuf {
-    let template = trunkguard::workspace_root()
+    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("sipp")
         .join(name);
@@ -144,26 +148,11 @@ fn finished_ok(process: &mut Guarded, dir: &Path, label: &str) {
     );
 }
 
-/// Runs an agent with `checks` on `agent_port` and a caller calling `called` from `from`.
-fn call(world: &World, agent_port: u16, checks: &str, called: &str, from: &str) {
-    let agent_scenario = scenario(&world.dir, "agent.xml", checks);
-    let caller_scenario = scenario(&world.dir, "caller.xml", "");
-    let agent_port = agent_port.to_string();
-    let mut agent = sipp(
-        &world.dir,
-        "agent",
-        &[
-            "-sf",
-            agent_scenario.to_str().expect("utf8"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &agent_port,
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+/// Starts a SIPp caller running `scenario`, calling `called` with From user `from`.
+fn start_caller(world: &World, scenario_name: &str, called: &str, from: &str) -> Guarded {
+    let caller_scenario = scenario(&world.dir, scenario_name, "");
     let target = world.ingress.to_string();
-    let mut caller = sipp(
+    sipp(
         &world.dir,
         "caller",
         &[
@@ -178,7 +167,32 @@ fn call(world: &World, agent_port: u16, checks: &str, called: &str, from: &str) 
             "127.0.0.1",
             &target,
         ],
+    )
+}
+
+/// One call: a SIPp agent running `agent_scenario` (with `checks`) on `agent_port`, and a caller
+/// running `caller_scenario`, calling `called` from `from`; both must succeed.
+fn call(
+    world: &World,
+    (agent_scenario, checks, agent_port): (&str, &str, u16),
+    (caller_scenario, called, from): (&str, &str, &str),
+) {
+    let agent_scenario = scenario(&world.dir, agent_scenario, checks);
+    let agent_port = agent_port.to_string();
+    let mut agent = sipp(
+        &world.dir,
+        "agent",
+        &[
+            "-sf",
+            agent_scenario.to_str().expect("utf8"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &agent_port,
+        ],
     );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = start_caller(world, caller_scenario, called, from);
     finished_ok(&mut caller, &world.dir, "caller");
     finished_ok(&mut agent, &world.dir, "agent");
 }
@@ -190,7 +204,11 @@ fn a_whole_call_reaches_the_agent_with_x_dest_user() {
       <ereg regexp="X-Dest-User: sales\.desk" search_in="msg" check_it="true" assign_to="seen"/>
       <ereg regexp="X-Pbx-Trunk: trunk 7;kept=as-is" search_in="msg" check_it="true" assign_to="seen"/>
       <ereg regexp="Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;lr&gt;" search_in="msg" check_it="true" assign_to="seen"/>"#;
-    call(&world, world.agent_port, checks, "sales", CALLER);
+    call(
+        &world,
+        ("agent.xml", checks, world.agent_port),
+        ("caller.xml", "sales", CALLER),
+    );
     assert!(log(&world.dir.join("ingress.log")).contains("invite admitted"));
 }
 
@@ -205,30 +223,17 @@ fn the_proxy_route_is_honoured_and_no_x_dest_user_is_sent_when_unset() {
         world.agent_port, world.proxy_port
     );
     // Called by number this time.
-    call(&world, world.proxy_port, &checks, "+15550100002", CALLER);
+    call(
+        &world,
+        ("agent.xml", &checks, world.proxy_port),
+        ("caller.xml", "+15550100002", CALLER),
+    );
 }
 
 #[test]
 fn a_non_e164_from_gets_404() {
     let world = start_ingress("404");
-    let caller_scenario = scenario(&world.dir, "caller_refused.xml", "");
-    let target = world.ingress.to_string();
-    let mut caller = sipp(
-        &world.dir,
-        "caller",
-        &[
-            "-sf",
-            caller_scenario.to_str().expect("utf8"),
-            "-s",
-            "sales",
-            "-set",
-            "from",
-            "alice",
-            "-i",
-            "127.0.0.1",
-            &target,
-        ],
-    );
+    let mut caller = start_caller(&world, "caller_refused.xml", "sales", "alice");
     finished_ok(&mut caller, &world.dir, "caller");
 }
 
@@ -289,4 +294,15 @@ fn max_forwards_zero_gets_483_and_options_to_the_ingress_gets_200() {
     let answer = exchange(&world, "127.0.0.1", options.as_bytes()).expect("answered");
     assert!(answer.starts_with("SIP/2.0 200 OK"), "{answer}");
     assert!(answer.contains("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS"));
+}
+
+#[test]
+fn a_cancelled_call_ends_with_487_on_both_sides() {
+    let world = start_ingress("cancel");
+    // The agent's last step is receiving the ACK the proxy itself sends for the 487.
+    call(
+        &world,
+        ("agent_cancelled.xml", "", world.agent_port),
+        ("caller_cancel.xml", "sales", CALLER),
+    );
 }
