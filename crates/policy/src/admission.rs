@@ -153,6 +153,11 @@ impl World {
         })
     }
 
+    /// Whether any tenant allows `source` (a caller that may be told why it is refused).
+    pub fn knows_source(&self, source: IpAddr) -> bool {
+        self.any_access.contains(source)
+    }
+
     /// The tenants.
     pub fn tenants(&self) -> &[Tenant] {
         &self.tenants

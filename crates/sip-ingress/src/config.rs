@@ -5,6 +5,7 @@
 //! (`policy`), and an error names the key it is about (`tenants[0].agents[1].number: ...`).
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 
 use policy::admission::{Agent, DeniedSource, Tenant, World};
 use serde::Deserialize;
@@ -19,7 +20,28 @@ struct RawConfig {
     #[serde(default)]
     admission: RawAdmission,
     #[serde(default)]
+    flood: RawFlood,
+    #[serde(default)]
     tenants: Vec<RawTenant>,
+}
+
+/// The per-source flood limit on out-of-dialog requests.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlood {
+    /// Requests per second from one source address.
+    rate: u32,
+    /// Requests accepted at once from one source address.
+    burst: u32,
+}
+
+impl Default for RawFlood {
+    fn default() -> Self {
+        Self {
+            rate: 20,
+            burst: 40,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -71,6 +93,8 @@ pub struct Config {
     pub udp: Vec<SocketAddr>,
     /// Tenants, agents and access lists, indexed.
     pub world: World,
+    /// The per-source flood limit.
+    pub flood: governor::Quota,
 }
 
 /// Why a configuration is refused: every problem, each naming its key.
@@ -93,6 +117,16 @@ impl Config {
         if raw.sip.udp.is_empty() {
             problems.push("sip.udp: at least one address is required".to_owned());
         }
+        let flood = match (
+            NonZeroU32::new(raw.flood.rate),
+            NonZeroU32::new(raw.flood.burst),
+        ) {
+            (Some(rate), Some(burst)) => Some(governor::Quota::per_second(rate).allow_burst(burst)),
+            _ => {
+                problems.push("flood: rate and burst must be at least 1".to_owned());
+                None
+            }
+        };
         let mut tenants = Vec::new();
         for (t, tenant) in raw.tenants.iter().enumerate() {
             let at = format!("tenants[{t}]");
@@ -128,6 +162,7 @@ impl Config {
         Ok(Config {
             udp: raw.sip.udp,
             world,
+            flood: flood.ok_or_else(|| ConfigError(vec!["flood: invalid".to_owned()]))?,
         })
     }
 }

@@ -109,7 +109,7 @@ async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%local, "listening on udp");
-        let proxy = Proxy::new(config.world.clone(), local);
+        let proxy = Proxy::new(config.world.clone(), local, config.flood);
         tasks.spawn(run_udp(socket, proxy));
     }
     tokio::select! {

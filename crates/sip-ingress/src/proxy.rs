@@ -12,6 +12,8 @@
 //!   or sent-by. For a non-2xx final answer to an INVITE the proxy sends the ACK itself and
 //!   absorbs the caller's (RFC 3261 section 17.1.1.3).
 //! * OPTIONS addressed to the ingress itself is answered 200.
+//! * Before any of this, out-of-dialog requests pass a per-source flood limit (governor, keyed by
+//!   IP): over it, a source some tenant allows gets 503 with Retry-After, any other nothing.
 //!
 //! State (dialogs, INVITE transactions) is bounded in number and expires.
 
@@ -19,6 +21,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use governor::clock::{Clock, MonotonicClock};
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
 use policy::admission::{Admission, Invite, World};
 use policy::{Host, HostPort};
 
@@ -81,10 +86,14 @@ struct InviteTransaction {
     since: Instant,
 }
 
+/// The per-source flood limiter.
+type FloodLimiter = RateLimiter<IpAddr, HashMapStateStore<IpAddr>, MonotonicClock>;
+
 /// The proxy's state.
 pub struct Proxy {
     world: World,
     local: SocketAddr,
+    flood: FloodLimiter,
     dialogs: HashMap<String, Dialog>,
     invites: HashMap<String, InviteTransaction>,
 }
@@ -147,11 +156,13 @@ fn cseq_method(head: &Head) -> &str {
 }
 
 impl Proxy {
-    /// A proxy for `world`, reachable at `local` (our Via and Record-Route).
-    pub fn new(world: World, local: SocketAddr) -> Self {
+    /// A proxy for `world`, reachable at `local` (our Via and Record-Route), limiting each source
+    /// to `flood` out-of-dialog requests.
+    pub fn new(world: World, local: SocketAddr, flood: Quota) -> Self {
         Self {
             world,
             local,
+            flood: RateLimiter::hashmap_with_clock(flood, MonotonicClock),
             dialogs: HashMap::new(),
             invites: HashMap::new(),
         }
@@ -168,6 +179,8 @@ impl Proxy {
 
     /// Forgets expired state.
     pub fn expire(&mut self, now: Instant) {
+        self.flood.retain_recent();
+        self.flood.shrink_to_fit();
         self.invites
             .retain(|_, t| now.duration_since(t.since) < TRANSACTION_LIFETIME);
         self.dialogs
@@ -242,6 +255,19 @@ impl Proxy {
     ) -> (Vec<Outgoing>, Event) {
         let head = &request.head;
         let in_dialog = uri::tag(value(head, "To")).is_some();
+        if !in_dialog
+            && request.method != "ACK"
+            && let Err(not_until) = self.flood.check_key(&source.ip())
+        {
+            if !self.world.knows_source(source.ip()) {
+                return (Vec::new(), Event::Refused("flood"));
+            }
+            let wait = not_until.wait_time_from(MonotonicClock.now());
+            let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let extra = [("Retry-After".to_owned(), retry_after.max(1).to_string())];
+            let (out, _) = Self::answer(head, source, 503, &extra);
+            return (out, Event::Refused("flood"));
+        }
         let addressed_to_us = uri::user(&request.uri).is_none()
             && uri::host_port(&request.uri).is_some_and(|hp| self.is_local(&hp));
         match request.method.as_str() {
@@ -520,5 +546,76 @@ impl Proxy {
             to: transaction.callee,
             bytes: ack.into_bytes(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+
+    fn proxy(rate: u32, burst: u32) -> Proxy {
+        let world = crate::config::Config::parse(crate::config::DEMO)
+            .expect("demo")
+            .world;
+        let quota = Quota::per_second(NonZeroU32::new(rate).expect("rate"))
+            .allow_burst(NonZeroU32::new(burst).expect("burst"));
+        Proxy::new(world, "127.0.0.1:5060".parse().expect("addr"), quota)
+    }
+
+    fn invite(n: u32) -> Vec<u8> {
+        format!(
+            "INVITE sip:sales@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{n}\r\n\
+             From: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:sales@127.0.0.1>\r\nCall-ID: flood-{n}\r\n\
+             CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_flooding_source_gets_503_with_retry_after_and_unknown_sources_nothing() {
+        let mut proxy = proxy(1, 2);
+        let known: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        for n in 0..2 {
+            let (_, event) = proxy.on_datagram(&invite(n), known, Instant::now());
+            assert_eq!(event, Event::Admitted);
+        }
+        let (out, event) = proxy.on_datagram(&invite(2), known, Instant::now());
+        assert_eq!(event, Event::Refused("flood"));
+        let text = String::from_utf8_lossy(&out[0].bytes).into_owned();
+        assert!(
+            text.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Retry-After: 1\r\n"), "{text}");
+
+        let unknown: SocketAddr = "127.0.0.9:5070".parse().expect("addr");
+        for n in 10..12 {
+            proxy.on_datagram(&invite(n), unknown, Instant::now());
+        }
+        let (out, event) = proxy.on_datagram(&invite(12), unknown, Instant::now());
+        assert_eq!((out.len(), event), (0, Event::Refused("flood")));
+    }
+
+    #[test]
+    fn retransmissions_are_absorbed_and_admitted_calls_are_tracked() {
+        let mut proxy = proxy(100, 100);
+        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let (out, event) = proxy.on_datagram(&invite(1), caller, Instant::now());
+        assert_eq!((event, out.len()), (Event::Admitted, 2));
+        assert_eq!(
+            out[1].to,
+            "127.0.0.1:5090".parse::<SocketAddr>().expect("agent")
+        );
+        let (again, event) = proxy.on_datagram(&invite(1), caller, Instant::now());
+        assert_eq!(event, Event::Retransmission);
+        assert_eq!(
+            again,
+            vec![out[0].clone()],
+            "the 100 Trying is sent again, nothing forwarded"
+        );
+        assert_eq!(proxy.live(), (1, 1));
+        proxy.expire(Instant::now() + TRANSACTION_LIFETIME);
+        assert_eq!(proxy.live(), (1, 0));
     }
 }

@@ -17,6 +17,7 @@ const CALLER: &str = "+15551230000";
 
 struct World {
     ingress: SocketAddr,
+    ingress_v6: SocketAddr,
     agent_port: u16,
     proxy_port: u16,
     dir: PathBuf,
@@ -31,6 +32,10 @@ fn scratch(name: &str) -> PathBuf {
 
 /// The demo world of issue 4 on free ports, served by the real binary.
 fn start_ingress(name: &str) -> World {
+    let ingress_v6_port = std::net::UdpSocket::bind("[::1]:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("IPv6 loopback");
     let (ingress_port, agent_port, proxy_port) = (
         trunkguard::free_udp_port(),
         trunkguard::free_udp_port(),
@@ -39,7 +44,7 @@ fn start_ingress(name: &str) -> World {
     let config = format!(
         r#"
 [sip]
-udp = ["127.0.0.1:{ingress_port}"]
+udp = ["127.0.0.1:{ingress_port}", "[::1]:{ingress_v6_port}"]
 
 [[tenants]]
 id = "demo"
@@ -91,6 +96,7 @@ uri = "sip:acme-bot@127.0.0.1:{agent_port}"
     );
     World {
         ingress,
+        ingress_v6: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, ingress_v6_port)),
         agent_port,
         proxy_port,
         dir,
@@ -246,13 +252,19 @@ fn invite(from_port: u16, called: &str, max_forwards: u32) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Sends `bytes` from `source` and returns the first answer within one second.
+/// Sends `bytes` from `source` to the ingress listener of the same address family and returns
+/// the first answer within one second.
 fn exchange(world: &World, source: &str, bytes: &[u8]) -> Option<String> {
     let socket = UdpSocket::bind((source, 0)).expect("loopback source address");
     socket
         .set_read_timeout(Some(Duration::from_secs(1)))
         .expect("timeout");
-    socket.send_to(bytes, world.ingress).expect("sent");
+    let target = if source.contains(':') {
+        world.ingress_v6
+    } else {
+        world.ingress
+    };
+    socket.send_to(bytes, target).expect("sent");
     let mut buffer = [0u8; 4096];
     socket
         .recv_from(&mut buffer)
@@ -279,6 +291,17 @@ fn disallowed_sources_and_other_tenants_callers_get_no_answer() {
     let answer =
         exchange(&world, "127.0.0.4", &invite(5996, "+15550100003", 70)).expect("answered");
     assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
+}
+
+#[test]
+fn ipv6_callers_in_the_access_list_are_served() {
+    let world = start_ingress("ipv6");
+    let invite = String::from_utf8(invite(5993, "sales", 70))
+        .expect("utf8")
+        .replace("127.0.0.1:5993", "[::1]:5993");
+    let answer = exchange(&world, "::1", invite.as_bytes()).expect("answered over IPv6");
+    assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
+    assert!(answer.contains("Via: SIP/2.0/UDP [::1]:5993;"), "{answer}");
 }
 
 #[test]

@@ -218,20 +218,17 @@ fn test() -> Result<()> {
     wasm()?;
     let envoy = ensure_envoy()?;
     let wasm_dir = root().join("target").join("wasm");
-    // Benchmarks in CI are smoke runs: the harness works and every response is right.
-    // (`--workspace` keeps feature unification, and so the build, the same as the tests'.)
     ensure_debian_packages(&[
         ("wrk", "wrk"),
         ("taskset", "util-linux"),
         ("sipp", "sip-tester"),
     ])?;
+    // One invocation for every target, so the workspace is built once (separate `--bench` runs
+    // resolve features differently and rebuild wasmtime). Benchmarks run as smoke runs: the
+    // harness works and every response is right; `cargo xtask bench` measures.
     run(cargo()
-        .args(["test", "--workspace", "--bench", "edge"])
+        .args(["test", "--workspace", "--all-targets"])
         .env("TRUNKGUARD_BENCH_SECONDS", "1")
-        .env("TRUNKGUARD_ENVOY", &envoy)
-        .env("TRUNKGUARD_WASM_DIR", &wasm_dir))?;
-    run(cargo()
-        .args(["test", "--workspace"])
         .env("TRUNKGUARD_ENVOY", &envoy)
         .env("TRUNKGUARD_WASM_DIR", &wasm_dir))?;
     Ok(())
@@ -280,25 +277,34 @@ fn bench(name: Option<&str>) -> Result<()> {
 fn up() -> Result<()> {
     wasm()?;
     let envoy = ensure_envoy()?;
+    run(cargo().args(["build", "--release", "-p", "sip-ingress"]))?;
+    let ingress_binary = root().join("target").join("release").join("sip-ingress");
     println!(
-        "trunkguard edge: Envoy with edge_filter.wasm (envoy/envoy.yaml)\n\
-         \n  API       http://127.0.0.1:10000/v1/...\
-         \n  admin     http://127.0.0.1:9901/stats?filter=wasmcustom\
-         \n  keys      tg_demo_0123456789abcdef (tenant demo), tg_acme_0123456789abcdef (tenant acme)\
-         \n  upstream  127.0.0.1:8081 (the control-plane API: not part of this build yet, so\
-         \n            requests the filter accepts get Envoy's 503; rejections are answered)\
-         \n\nTry: curl -i -X POST http://127.0.0.1:10000/v1/sip/ip-access-list \\\
-         \n       -H 'x-api-key: tg_demo_0123456789abcdef' -H 'content-type: application/json' \\\
-         \n       -d '{{\"address\": \"pbx.example.com\"}}'\
-         \n\nCtrl-C stops it.\n"
+        "trunkguard:\n\
+         \n  SIP ingress  udp 127.0.0.1:5060, the demo world (crates/sip-ingress/src/demo.toml):\
+         \n               agents sales / +15550100001 and support / +15550100002 at 127.0.0.1:5090\
+         \n               (support through the proxy 127.0.0.1:5091), acme-bot / +15550100003\
+         \n  edge         http://127.0.0.1:10000/v1/... (Envoy with edge_filter.wasm)\
+         \n  admin        http://127.0.0.1:9901/stats?filter=wasmcustom\
+         \n  API keys     tg_demo_0123456789abcdef (tenant demo), tg_acme_0123456789abcdef (tenant acme)\
+         \n  upstream     127.0.0.1:8081, the control-plane API: not part of this build yet, so\
+         \n               requests the filter accepts get Envoy's 503; rejections are answered\
+         \n\nCtrl-C stops everything.\n"
     );
-    // Envoy gets the terminal's Ctrl-C itself and exits; we exit with it.
-    run(Command::new(envoy).current_dir(root()).args([
+    // Both children get the terminal's Ctrl-C; the ingress is also killed if Envoy stops first.
+    let mut ingress = Command::new(&ingress_binary)
+        .current_dir(root())
+        .spawn()
+        .with_context(|| format!("starting {}", ingress_binary.display()))?;
+    let edge = run(Command::new(envoy).current_dir(root()).args([
         "-c",
         "envoy/envoy.yaml",
         "--concurrency",
         "2",
         "--log-level",
         "warn",
-    ]))
+    ]));
+    let _ = ingress.kill();
+    let _ = ingress.wait();
+    edge
 }
