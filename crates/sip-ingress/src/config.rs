@@ -22,7 +22,16 @@ struct RawConfig {
     #[serde(default)]
     flood: RawFlood,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     tenants: Vec<RawTenant>,
+}
+
+/// Where Prometheus text is served (`GET /metrics`); nowhere when absent.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<SocketAddr>,
 }
 
 /// The per-source flood limit on out-of-dialog requests.
@@ -95,6 +104,8 @@ pub struct Config {
     pub world: World,
     /// The per-source flood limit.
     pub flood: governor::Quota,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why a configuration is refused: every problem, each naming its key.
@@ -163,6 +174,7 @@ impl Config {
             udp: raw.sip.udp,
             world,
             flood: flood.ok_or_else(|| ConfigError(vec!["flood: invalid".to_owned()]))?,
+            metrics: raw.metrics.listen,
         })
     }
 }

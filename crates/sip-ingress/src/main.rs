@@ -7,11 +7,13 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sip_ingress::config::{Config, DEMO};
+use sip_ingress::metrics::Metrics;
 use sip_ingress::proxy::{Event, Proxy};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 
 const USAGE: &str =
     "usage: sip-ingress [--config FILE] [--log-json]\n       sip-ingress check-config FILE";
@@ -102,7 +104,15 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::default());
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = config.metrics {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+        tracing::info!(%addr, "serving /metrics");
+        tasks.spawn(serve_metrics(listener, Arc::clone(&metrics)));
+    }
     for addr in &config.udp {
         let socket = UdpSocket::bind(addr)
             .await
@@ -110,7 +120,7 @@ async fn serve(config: Config) -> Result<(), String> {
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%local, "listening on udp");
         let proxy = Proxy::new(config.world.clone(), local, config.flood);
-        tasks.spawn(run_udp(socket, proxy));
+        tasks.spawn(run_udp(socket, proxy, Arc::clone(&metrics)));
     }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {
@@ -123,8 +133,30 @@ async fn serve(config: Config) -> Result<(), String> {
     }
 }
 
+/// `GET /metrics`: Prometheus text.
+async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("metrics server stopped: {e}");
+    }
+}
+
 /// One UDP socket: receive, decide, send. The proxy state is owned by this task.
-async fn run_udp(socket: UdpSocket, mut proxy: Proxy) {
+async fn run_udp(socket: UdpSocket, mut proxy: Proxy, metrics: Arc<Metrics>) {
+    let socket_label = socket
+        .local_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     let mut expiry = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -138,6 +170,9 @@ async fn run_udp(socket: UdpSocket, mut proxy: Proxy) {
                     }
                 };
                 let (outgoing, event) = proxy.on_datagram(&buffer[..length], source, Instant::now());
+                metrics.message("udp");
+                metrics.event(event);
+                metrics.live(&socket_label, proxy.live());
                 log_event(event, source);
                 for out in outgoing {
                     if let Err(e) = socket.send_to(&out.bytes, out.to).await {
@@ -145,7 +180,10 @@ async fn run_udp(socket: UdpSocket, mut proxy: Proxy) {
                     }
                 }
             }
-            _ = expiry.tick() => proxy.expire(Instant::now()),
+            _ = expiry.tick() => {
+                proxy.expire(Instant::now());
+                metrics.live(&socket_label, proxy.live());
+            }
         }
     }
 }

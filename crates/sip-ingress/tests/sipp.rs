@@ -18,6 +18,7 @@ const CALLER: &str = "+15551230000";
 struct World {
     ingress: SocketAddr,
     ingress_v6: SocketAddr,
+    metrics: SocketAddr,
     agent_port: u16,
     proxy_port: u16,
     dir: PathBuf,
@@ -36,6 +37,7 @@ fn start_ingress(name: &str) -> World {
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("IPv6 loopback");
+    let metrics_port = trunkguard::free_port();
     let (ingress_port, agent_port, proxy_port) = (
         trunkguard::free_udp_port(),
         trunkguard::free_udp_port(),
@@ -45,6 +47,9 @@ fn start_ingress(name: &str) -> World {
         r#"
 [sip]
 udp = ["127.0.0.1:{ingress_port}", "[::1]:{ingress_v6_port}"]
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
 
 [[tenants]]
 id = "demo"
@@ -86,8 +91,9 @@ uri = "sip:acme-bot@127.0.0.1:{agent_port}"
     );
     let ingress = SocketAddr::from(([127, 0, 0, 1], ingress_port));
     let ready = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(dir.join("ingress.log"))
-            .is_ok_and(|l| l.contains("listening on udp"))
+        std::fs::read_to_string(dir.join("ingress.log")).is_ok_and(|l| {
+            l.matches("listening on udp").count() == 2 && l.contains("serving /metrics")
+        })
     });
     assert!(
         ready,
@@ -97,11 +103,23 @@ uri = "sip:acme-bot@127.0.0.1:{agent_port}"
     World {
         ingress,
         ingress_v6: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, ingress_v6_port)),
+        metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
         agent_port,
         proxy_port,
         dir,
         _process: process,
     }
+}
+
+/// The ingress's `/metrics` text.
+fn metrics(world: &World) -> String {
+    let response = trunkguard::http::request(world.metrics, "GET", "/metrics", &[], None);
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; version=0.0.4")
+    );
+    String::from_utf8(response.body).expect("utf8")
 }
 
 fn log(path: &Path) -> String {
@@ -216,6 +234,16 @@ fn a_whole_call_reaches_the_agent_with_x_dest_user() {
         ("caller.xml", "sales", CALLER),
     );
     assert!(log(&world.dir.join("ingress.log")).contains("invite admitted"));
+    let text = metrics(&world);
+    for line in [
+        "sip_ingress_admission_total{decision=\"forward\",reason=\"admitted\"} 1".to_owned(),
+        format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
 }
 
 #[test]
@@ -287,6 +315,13 @@ fn disallowed_sources_and_other_tenants_callers_get_no_answer() {
     // Control: the same INVITE from an allowed source is answered at once.
     let answer = exchange(&world, "127.0.0.1", &invite(5997, "sales", 70)).expect("answered");
     assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
+    let refused =
+        "sip_ingress_admission_total{decision=\"refuse\",reason=\"source_not_allowed\"} 2";
+    assert!(
+        metrics(&world).lines().any(|l| l == refused),
+        "{}",
+        metrics(&world)
+    );
     // And acme's own agent is reachable from acme's source.
     let answer =
         exchange(&world, "127.0.0.4", &invite(5996, "+15550100003", 70)).expect("answered");

@@ -1,0 +1,172 @@
+//! The ingress's counters and gauges, exposed as Prometheus text (`GET /metrics`).
+//!
+//! Every label value comes from a fixed set (transports, admission reasons, status codes the
+//! ingress sends, socket addresses it listens on), so the number of series is bounded.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::proxy::Event;
+
+/// One metric family: its type and help text.
+const FAMILIES: [(&str, &str, &str); 7] = [
+    (
+        "sip_ingress_messages_total",
+        "counter",
+        "SIP messages received, by transport",
+    ),
+    (
+        "sip_ingress_admission_total",
+        "counter",
+        "Initial INVITEs by decision and reason",
+    ),
+    (
+        "sip_ingress_answers_total",
+        "counter",
+        "Responses the ingress sent itself, by status code",
+    ),
+    (
+        "sip_ingress_relayed_total",
+        "counter",
+        "Requests and responses relayed, by kind",
+    ),
+    (
+        "sip_ingress_dropped_total",
+        "counter",
+        "Messages dropped without an answer",
+    ),
+    (
+        "sip_ingress_dialogs",
+        "gauge",
+        "Dialogs held, by listening socket",
+    ),
+    (
+        "sip_ingress_transactions",
+        "gauge",
+        "INVITE transactions held, by listening socket",
+    ),
+];
+
+/// The ingress's series: family -> rendered labels -> value.
+#[derive(Default)]
+pub struct Metrics {
+    series: Mutex<BTreeMap<&'static str, BTreeMap<String, u64>>>,
+}
+
+impl Metrics {
+    fn series(&self) -> MutexGuard<'_, BTreeMap<&'static str, BTreeMap<String, u64>>> {
+        self.series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn add(&self, family: &'static str, labels: String) {
+        *self
+            .series()
+            .entry(family)
+            .or_default()
+            .entry(labels)
+            .or_default() += 1;
+    }
+
+    fn set(&self, family: &'static str, labels: String, value: u64) {
+        self.series()
+            .entry(family)
+            .or_default()
+            .insert(labels, value);
+    }
+
+    /// Counts one received message.
+    pub fn message(&self, transport: &'static str) {
+        self.add(
+            "sip_ingress_messages_total",
+            format!("transport=\"{transport}\""),
+        );
+    }
+
+    /// Counts what the proxy did with a message.
+    pub fn event(&self, event: Event) {
+        match event {
+            Event::Admitted => self.add(
+                "sip_ingress_admission_total",
+                "decision=\"forward\",reason=\"admitted\"".to_owned(),
+            ),
+            Event::Refused(reason) => self.add(
+                "sip_ingress_admission_total",
+                format!("decision=\"refuse\",reason=\"{reason}\""),
+            ),
+            Event::Answered(code) => {
+                self.add("sip_ingress_answers_total", format!("code=\"{code}\""));
+            }
+            Event::Retransmission => {
+                self.add(
+                    "sip_ingress_relayed_total",
+                    "kind=\"retransmission\"".to_owned(),
+                );
+            }
+            Event::Relayed => self.add("sip_ingress_relayed_total", "kind=\"request\"".to_owned()),
+            Event::ResponseRelayed => {
+                self.add("sip_ingress_relayed_total", "kind=\"response\"".to_owned());
+            }
+            Event::Dropped => self.add("sip_ingress_dropped_total", String::new()),
+        }
+    }
+
+    /// Records the live state of the proxy serving `socket`.
+    pub fn live(&self, socket: &str, (dialogs, transactions): (usize, usize)) {
+        let labels = format!("socket=\"{socket}\"");
+        self.set("sip_ingress_dialogs", labels.clone(), dialogs as u64);
+        self.set("sip_ingress_transactions", labels, transactions as u64);
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub fn render(&self) -> String {
+        let series = self.series();
+        let mut out = String::new();
+        for (family, kind, help) in FAMILIES {
+            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
+            for (labels, value) in series.get(family).into_iter().flatten() {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{family} {value}");
+                } else {
+                    let _ = writeln!(out, "{family}{{{labels}}} {value}");
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_become_labelled_series() {
+        let metrics = Metrics::default();
+        metrics.message("udp");
+        metrics.message("udp");
+        metrics.event(Event::Admitted);
+        metrics.event(Event::Refused("from_not_e164"));
+        metrics.event(Event::Answered(404));
+        metrics.event(Event::Dropped);
+        metrics.live("127.0.0.1:5060", (3, 1));
+        let text = metrics.render();
+        for line in [
+            "# TYPE sip_ingress_messages_total counter",
+            "sip_ingress_messages_total{transport=\"udp\"} 2",
+            "sip_ingress_admission_total{decision=\"forward\",reason=\"admitted\"} 1",
+            "sip_ingress_admission_total{decision=\"refuse\",reason=\"from_not_e164\"} 1",
+            "sip_ingress_answers_total{code=\"404\"} 1",
+            "sip_ingress_dropped_total 1",
+            "sip_ingress_dialogs{socket=\"127.0.0.1:5060\"} 3",
+            "sip_ingress_transactions{socket=\"127.0.0.1:5060\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
+}
