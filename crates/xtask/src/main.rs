@@ -284,6 +284,7 @@ fn up() -> Result<()> {
          \n  SIP ingress  udp 127.0.0.1:5060, the demo world (crates/sip-ingress/src/demo.toml):\
          \n               agents sales / +15550100001 and support / +15550100002 at 127.0.0.1:5090\
          \n               (support through the proxy 127.0.0.1:5091), acme-bot / +15550100003\
+         \n  metrics      http://127.0.0.1:9090/metrics\
          \n  edge         http://127.0.0.1:10000/v1/... (Envoy with edge_filter.wasm)\
          \n  admin        http://127.0.0.1:9901/stats?filter=wasmcustom\
          \n  API keys     tg_demo_0123456789abcdef (tenant demo), tg_acme_0123456789abcdef (tenant acme)\
