@@ -57,6 +57,20 @@ impl Default for RawFlood {
 #[serde(deny_unknown_fields)]
 struct RawSip {
     udp: Vec<SocketAddr>,
+    #[serde(default)]
+    tcp: Vec<SocketAddr>,
+    #[serde(default = "default_idle_seconds")]
+    tcp_idle_seconds: u64,
+    #[serde(default = "default_connections_per_source")]
+    tcp_connections_per_source: usize,
+}
+
+fn default_idle_seconds() -> u64 {
+    60
+}
+
+fn default_connections_per_source() -> usize {
+    16
 }
 
 #[derive(Deserialize, Default)]
@@ -100,6 +114,12 @@ struct RawAgent {
 pub struct Config {
     /// UDP addresses to listen on.
     pub udp: Vec<SocketAddr>,
+    /// TCP addresses to listen on; each is also a UDP address, whose proxy it shares.
+    pub tcp: Vec<SocketAddr>,
+    /// How long a TCP connection may stay silent before it is closed.
+    pub tcp_idle: std::time::Duration,
+    /// The most TCP connections one source address may hold.
+    pub tcp_connections_per_source: usize,
     /// Tenants, agents and access lists, indexed.
     pub world: World,
     /// The per-source flood limit.
@@ -127,6 +147,20 @@ impl Config {
         let mut problems = Vec::new();
         if raw.sip.udp.is_empty() {
             problems.push("sip.udp: at least one address is required".to_owned());
+        }
+        for (i, addr) in raw.sip.tcp.iter().enumerate() {
+            if !raw.sip.udp.contains(addr) {
+                problems.push(format!(
+                    "sip.tcp[{i}]: {addr} must also be in sip.udp (the two share one proxy and \
+                     agents are reached over UDP)"
+                ));
+            }
+        }
+        if raw.sip.tcp_idle_seconds == 0 || raw.sip.tcp_connections_per_source == 0 {
+            problems.push(
+                "sip: tcp_idle_seconds and tcp_connections_per_source must be at least 1"
+                    .to_owned(),
+            );
         }
         let flood = match (
             NonZeroU32::new(raw.flood.rate),
@@ -172,6 +206,9 @@ impl Config {
             World::new(tenants, denied).map_err(|e| ConfigError(vec![format!("tenants: {e}")]))?;
         Ok(Config {
             udp: raw.sip.udp,
+            tcp: raw.sip.tcp,
+            tcp_idle: std::time::Duration::from_secs(raw.sip.tcp_idle_seconds),
+            tcp_connections_per_source: raw.sip.tcp_connections_per_source,
             world,
             flood: flood.ok_or_else(|| ConfigError(vec!["flood: invalid".to_owned()]))?,
             metrics: raw.metrics.listen,

@@ -13,7 +13,12 @@ use std::time::{Duration, Instant};
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
 use sip_ingress::proxy::{Event, Proxy};
+use sip_ingress::tcp::{self, Connections, Inbound};
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+/// How many received TCP messages wait for the proxy core before readers wait.
+const CORE_QUEUE: usize = 1024;
 
 const USAGE: &str =
     "usage: sip-ingress [--config FILE] [--log-json]\n       sip-ingress check-config FILE";
@@ -119,8 +124,28 @@ async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%local, "listening on udp");
+        let connections = Arc::new(Connections::default());
+        let (core, inbound) = mpsc::channel(CORE_QUEUE);
+        if config.tcp.contains(addr) {
+            let listener = TcpListener::bind(local)
+                .await
+                .map_err(|e| format!("cannot listen on tcp {local}: {e}"))?;
+            tracing::info!(%local, "listening on tcp");
+            tasks.spawn(tcp::accept(
+                listener,
+                Arc::clone(&connections),
+                core,
+                config.tcp_idle,
+                config.tcp_connections_per_source,
+            ));
+        }
         let proxy = Proxy::new(config.world.clone(), local, config.flood);
-        tasks.spawn(run_udp(socket, proxy, Arc::clone(&metrics)));
+        let transports = Transports {
+            socket,
+            connections,
+            inbound,
+        };
+        tasks.spawn(run_core(transports, proxy, Arc::clone(&metrics)));
     }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {
@@ -152,38 +177,57 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
-/// One UDP socket: receive, decide, send. The proxy state is owned by this task.
-async fn run_udp(socket: UdpSocket, mut proxy: Proxy, metrics: Arc<Metrics>) {
-    let socket_label = socket
+/// What one listening address receives from and sends through.
+struct Transports {
+    socket: UdpSocket,
+    connections: Arc<Connections>,
+    inbound: mpsc::Receiver<Inbound>,
+}
+
+impl Transports {
+    /// Sends over the connection to `to` when there is one, else as a UDP datagram.
+    async fn send(&self, to: SocketAddr, bytes: Vec<u8>) {
+        if self.connections.send(to, bytes.clone()) {
+            return;
+        }
+        if let Err(e) = self.socket.send_to(&bytes, to).await {
+            tracing::warn!(%to, "udp send failed: {e}");
+        }
+    }
+}
+
+/// The proxy core of one listening address: it owns the proxy state, and handles what arrives
+/// on the UDP socket and on the TCP connections of that address.
+async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Metrics>) {
+    let socket_label = transports
+        .socket
         .local_addr()
         .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     let mut expiry = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tokio::select! {
-            received = socket.recv_from(&mut buffer) => {
-                let (length, source) = match received {
-                    Ok(received) => received,
-                    Err(e) => {
-                        tracing::warn!("udp receive failed: {e}");
-                        continue;
-                    }
-                };
-                let (outgoing, event) = proxy.on_datagram(&buffer[..length], source, Instant::now());
-                metrics.message("udp");
-                metrics.event(event);
-                metrics.live(&socket_label, proxy.live());
-                log_event(event, source);
-                for out in outgoing {
-                    if let Err(e) = socket.send_to(&out.bytes, out.to).await {
-                        tracing::warn!(to = %out.to, "udp send failed: {e}");
-                    }
+        let (bytes, source, transport) = tokio::select! {
+            received = transports.socket.recv_from(&mut buffer) => match received {
+                Ok((length, source)) => (buffer[..length].to_vec(), source, "udp"),
+                Err(e) => {
+                    tracing::warn!("udp receive failed: {e}");
+                    continue;
                 }
-            }
+            },
+            Some(message) = transports.inbound.recv() => (message.bytes, message.source, "tcp"),
             _ = expiry.tick() => {
                 proxy.expire(Instant::now());
                 metrics.live(&socket_label, proxy.live());
+                continue;
             }
+        };
+        let (outgoing, event) = proxy.on_datagram(&bytes, source, Instant::now());
+        metrics.message(transport);
+        metrics.event(event);
+        metrics.live(&socket_label, proxy.live());
+        log_event(event, source);
+        for out in outgoing {
+            transports.send(out.to, out.bytes).await;
         }
     }
 }

@@ -362,6 +362,7 @@ impl Proxy {
             route,
             dest_user: agent.dest_user.as_ref().map(|d| d.as_str().to_owned()),
             consume_route: false,
+            source: Some(source),
         };
         let forwarded = forward::forward(bytes, request, &edits);
         let trying = response::build(head, 100, &[]);
@@ -458,6 +459,7 @@ impl Proxy {
             route: None,
             dest_user: None,
             consume_route: route_names_us,
+            source: Some(source),
         };
         let forwarded = forward::forward(bytes, request, &edits);
         (

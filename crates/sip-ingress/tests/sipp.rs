@@ -47,6 +47,8 @@ fn start_ingress(name: &str) -> World {
         r#"
 [sip]
 udp = ["127.0.0.1:{ingress_port}", "[::1]:{ingress_v6_port}"]
+tcp = ["127.0.0.1:{ingress_port}"]
+tcp_connections_per_source = 4
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
@@ -92,7 +94,9 @@ uri = "sip:acme-bot@127.0.0.1:{agent_port}"
     let ingress = SocketAddr::from(([127, 0, 0, 1], ingress_port));
     let ready = wait_until(Duration::from_secs(10), || {
         std::fs::read_to_string(dir.join("ingress.log")).is_ok_and(|l| {
-            l.matches("listening on udp").count() == 2 && l.contains("serving /metrics")
+            l.matches("listening on udp").count() == 2
+                && l.contains("listening on tcp")
+                && l.contains("serving /metrics")
         })
     });
     assert!(
@@ -172,26 +176,31 @@ fn finished_ok(process: &mut Guarded, dir: &Path, label: &str) {
     );
 }
 
-/// Starts a SIPp caller running `scenario`, calling `called` with From user `from`.
-fn start_caller(world: &World, scenario_name: &str, called: &str, from: &str) -> Guarded {
+/// Starts a SIPp caller running `scenario`, calling `called` with From user `from`, with
+/// `extra` SIPp arguments (such as `-t t1` for TCP).
+fn start_caller(
+    world: &World,
+    scenario_name: &str,
+    called: &str,
+    from: &str,
+    extra: &[&str],
+) -> Guarded {
     let caller_scenario = scenario(&world.dir, scenario_name, "");
     let target = world.ingress.to_string();
-    sipp(
-        &world.dir,
-        "caller",
-        &[
-            "-sf",
-            caller_scenario.to_str().expect("utf8"),
-            "-s",
-            called,
-            "-set",
-            "from",
-            from,
-            "-i",
-            "127.0.0.1",
-            &target,
-        ],
-    )
+    let mut args = vec![
+        "-sf",
+        caller_scenario.to_str().expect("utf8"),
+        "-s",
+        called,
+        "-set",
+        "from",
+        from,
+        "-i",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&target);
+    sipp(&world.dir, "caller", &args)
 }
 
 /// One call: a SIPp agent running `agent_scenario` (with `checks`) on `agent_port`, and a caller
@@ -199,7 +208,7 @@ fn start_caller(world: &World, scenario_name: &str, called: &str, from: &str) ->
 fn call(
     world: &World,
     (agent_scenario, checks, agent_port): (&str, &str, u16),
-    (caller_scenario, called, from): (&str, &str, &str),
+    (caller_scenario, called, from, extra): (&str, &str, &str, &[&str]),
 ) {
     let agent_scenario = scenario(&world.dir, agent_scenario, checks);
     let agent_port = agent_port.to_string();
@@ -216,7 +225,7 @@ fn call(
         ],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let mut caller = start_caller(world, caller_scenario, called, from);
+    let mut caller = start_caller(world, caller_scenario, called, from, extra);
     finished_ok(&mut caller, &world.dir, "caller");
     finished_ok(&mut agent, &world.dir, "agent");
 }
@@ -231,7 +240,7 @@ fn a_whole_call_reaches_the_agent_with_x_dest_user() {
     call(
         &world,
         ("agent.xml", checks, world.agent_port),
-        ("caller.xml", "sales", CALLER),
+        ("caller.xml", "sales", CALLER, &[]),
     );
     assert!(log(&world.dir.join("ingress.log")).contains("invite admitted"));
     let text = metrics(&world);
@@ -244,6 +253,25 @@ fn a_whole_call_reaches_the_agent_with_x_dest_user() {
             "{line} missing from\n{text}"
         );
     }
+}
+
+#[test]
+fn a_whole_call_over_tcp_reaches_the_agent_over_udp() {
+    let world = start_ingress("tcp");
+    let checks = r#"<ereg regexp="X-Dest-User: sales\.desk" search_in="msg" check_it="true" assign_to="seen"/>
+      <ereg regexp="Via: SIP/2\.0/TCP [^;]*;[^[:cntrl:]]*received=127\.0\.0\.1;rport=[0-9]+" search_in="msg" check_it="true" assign_to="seen"/>"#;
+    call(
+        &world,
+        ("agent.xml", checks, world.agent_port),
+        ("caller.xml", "sales", CALLER, &["-t", "t1"]),
+    );
+    assert!(
+        metrics(&world)
+            .lines()
+            .any(|l| l.starts_with("sip_ingress_messages_total{transport=\"tcp\"}")),
+        "{}",
+        metrics(&world)
+    );
 }
 
 #[test]
@@ -260,14 +288,14 @@ fn the_proxy_route_is_honoured_and_no_x_dest_user_is_sent_when_unset() {
     call(
         &world,
         ("agent.xml", &checks, world.proxy_port),
-        ("caller.xml", "+15550100002", CALLER),
+        ("caller.xml", "+15550100002", CALLER, &[]),
     );
 }
 
 #[test]
 fn a_non_e164_from_gets_404() {
     let world = start_ingress("404");
-    let mut caller = start_caller(&world, "caller_refused.xml", "sales", "alice");
+    let mut caller = start_caller(&world, "caller_refused.xml", "sales", "alice", &[]);
     finished_ok(&mut caller, &world.dir, "caller");
 }
 
@@ -361,6 +389,65 @@ fn a_cancelled_call_ends_with_487_on_both_sides() {
     call(
         &world,
         ("agent_cancelled.xml", "", world.agent_port),
-        ("caller_cancel.xml", "sales", CALLER),
+        ("caller_cancel.xml", "sales", CALLER, &[]),
+    );
+}
+
+fn options_to(world: &World, branch: &str) -> String {
+    format!(
+        "OPTIONS sip:{} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5992;branch=z9hG4bK-{branch}\r\n\
+         From: <sip:{CALLER}@pbx>;tag=1\r\nTo: <sip:{}>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        world.ingress, world.ingress
+    )
+}
+
+/// Whether the ingress closed the connection (a read returns end of stream within 2 s).
+fn closed_by_peer(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+#[test]
+fn tcp_answers_on_the_connection_and_enforces_its_limits() {
+    use std::io::{Read, Write};
+    let world = start_ingress("tcp-limits");
+    // Four connections from one source are served, each answered on its own connection.
+    let mut open: Vec<std::net::TcpStream> = (0..4)
+        .map(|i| {
+            let mut stream = std::net::TcpStream::connect(world.ingress).expect("connects");
+            stream
+                .write_all(options_to(&world, &format!("t{i}")).as_bytes())
+                .expect("sent");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let mut buffer = [0u8; 2048];
+            let n = stream
+                .read(&mut buffer)
+                .expect("answered on the connection");
+            assert!(buffer[..n].starts_with(b"SIP/2.0 200 OK"));
+            stream
+        })
+        .collect();
+    // A fifth from the same source is closed at once.
+    let mut fifth = std::net::TcpStream::connect(world.ingress).expect("accepted, then closed");
+    assert!(closed_by_peer(&mut fifth), "the fifth connection was kept");
+    // A stream that cannot be framed (no end of headers within 64 KiB) is closed.
+    let mut garbage = open.pop().expect("a connection");
+    let _ = garbage.write_all(&vec![b'a'; 70 * 1024]);
+    assert!(
+        closed_by_peer(&mut garbage),
+        "an unframeable stream was kept open"
     );
 }

@@ -6,6 +6,8 @@
 //! ingress may set), then X-Dest-User when the agent has one, then the empty line and the body,
 //! byte for byte.
 
+use std::net::SocketAddr;
+
 use super::check::{Request, split_list};
 
 /// Max-Forwards for requests that carry none (RFC 3261 section 8.1.1.6).
@@ -26,6 +28,29 @@ pub struct Edits {
     pub dest_user: Option<String>,
     /// Remove the first Route element (the caller checked that it names the ingress).
     pub consume_route: bool,
+    /// Where the request came from: stamped on the sender's Via as `received` and `rport`
+    /// (RFC 3261 section 18.2.1, RFC 3581, as Kamailio's `force_rport()`), so responses go back
+    /// to the address, and over TCP the connection, the request came from.
+    pub source: Option<SocketAddr>,
+}
+
+/// The sender's via-parm with `received` and `rport` set to `source`.
+fn stamp(via: &str, source: SocketAddr) -> String {
+    let mut parts = via.split(';');
+    let mut out = parts.next().unwrap_or_default().trim_end().to_owned();
+    for param in parts {
+        let name = param.split('=').next().unwrap_or_default().trim();
+        if !(name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport")) {
+            out.push(';');
+            out.push_str(param.trim());
+        }
+    }
+    out.push_str(&format!(
+        ";received={};rport={}",
+        source.ip(),
+        source.port()
+    ));
+    out
 }
 
 /// Builds the forwarded request from the received `message`.
@@ -46,13 +71,22 @@ pub fn forward(message: &[u8], request: &Request, edits: &Edits) -> Vec<u8> {
     let mut routing = Some(routing);
     let mut saw_max_forwards = false;
     let mut route_to_consume = edits.consume_route;
+    let mut sender_via = edits.source;
     for field in &head.fields {
         if field.name != "Via"
             && let Some(routing) = routing.take()
         {
             out.extend_from_slice(routing.as_bytes());
         }
-        if field.name == "Route" && route_to_consume {
+        if field.name == "Via"
+            && let Some(source) = sender_via.take()
+        {
+            let mut vias = split_list(&field.value);
+            if let Some(first) = vias.first_mut() {
+                *first = stamp(first, source);
+            }
+            out.extend_from_slice(format!("Via: {}\r\n", vias.join(", ")).as_bytes());
+        } else if field.name == "Route" && route_to_consume {
             route_to_consume = false;
             let rest = split_list(&field.value);
             if rest.len() > 1 {
@@ -125,6 +159,7 @@ mod tests {
             route: None,
             dest_user: Some("sales.desk".into()),
             consume_route: false,
+            source: None,
         }
     }
 
@@ -143,6 +178,28 @@ mod tests {
         assert!(out.ends_with(b"\r\n\r\nv=0\r\n\x00\x01\xff\r\n"));
         let frame = frame_datagram(&out).expect("the result frames");
         assert_eq!(frame.body_len, 10);
+    }
+
+    #[test]
+    fn the_senders_via_is_stamped_with_received_and_rport() {
+        let edits = Edits {
+            source: Some("192.0.2.7:40123".parse().expect("addr")),
+            ..edits()
+        };
+        let text = String::from_utf8_lossy(&forward(INVITE, &request(), &edits)).into_owned();
+        assert!(
+            text.contains(
+                "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-1;received=192.0.2.7;rport=40123\r\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            stamp(
+                "SIP/2.0/TCP h:5060;rport;branch=z9hG4bK1;received=1.1.1.1",
+                "[::1]:5".parse().expect("addr")
+            ),
+            "SIP/2.0/TCP h:5060;branch=z9hG4bK1;received=::1;rport=5"
+        );
     }
 
     #[test]

@@ -1,0 +1,174 @@
+//! SIP over TCP (RFC 3261 section 18): messages framed by Content-Length, at most 64 KiB each;
+//! a connection silent for the idle time is closed, and one source address may hold a bounded
+//! number of connections. Received messages go to the proxy core of the listening address;
+//! what the core sends to the peer's address goes back on the connection (section 18.2.2).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::sip::frame::{FrameError, frame_stream};
+
+/// A message received on a connection, for the proxy core.
+pub struct Inbound {
+    /// One framed message.
+    pub bytes: Vec<u8>,
+    /// The connection's peer.
+    pub source: SocketAddr,
+}
+
+/// How many queued messages a connection's writer holds before the connection is closed.
+const WRITE_QUEUE: usize = 64;
+
+/// The live connections of one listening address, by peer address, and how many each source
+/// address holds.
+#[derive(Default)]
+pub struct Connections {
+    writers: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Connections {
+    /// Queues `bytes` on the connection to `peer`; false when there is none (or it is stuck).
+    pub fn send(&self, peer: SocketAddr, bytes: Vec<u8>) -> bool {
+        lock(&self.writers)
+            .get(&peer)
+            .is_some_and(|writer| writer.try_send(bytes).is_ok())
+    }
+
+    /// The number of open connections.
+    pub fn len(&self) -> usize {
+        lock(&self.writers).len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn admit(&self, peer: SocketAddr, limit: usize) -> Option<mpsc::Receiver<Vec<u8>>> {
+        let mut per_source = lock(&self.per_source);
+        let count = per_source.entry(peer.ip()).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
+        lock(&self.writers).insert(peer, sender);
+        Some(receiver)
+    }
+
+    fn release(&self, peer: SocketAddr) {
+        lock(&self.writers).remove(&peer);
+        let mut per_source = lock(&self.per_source);
+        if let Some(count) = per_source.get_mut(&peer.ip()) {
+            *count -= 1;
+            if *count == 0 {
+                per_source.remove(&peer.ip());
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` forever.
+pub async fn accept(
+    listener: TcpListener,
+    connections: Arc<Connections>,
+    core: mpsc::Sender<Inbound>,
+    idle: Duration,
+    per_source: usize,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("tcp accept failed: {e}");
+                continue;
+            }
+        };
+        let Some(outgoing) = connections.admit(peer, per_source) else {
+            tracing::info!(%peer, "tcp connection refused: too many from this source");
+            continue;
+        };
+        let (connections, core) = (Arc::clone(&connections), core.clone());
+        tokio::spawn(async move {
+            serve(stream, peer, outgoing, &core, idle).await;
+            connections.release(peer);
+        });
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    core: &mpsc::Sender<Inbound>,
+    idle: Duration,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let writing = tokio::spawn(async move {
+        while let Some(bytes) = outgoing.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buffer: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    'connection: loop {
+        let read = match tokio::time::timeout(idle, reader.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::debug!(%peer, "tcp connection idle, closing");
+                break;
+            }
+            Ok(Ok(n)) => n,
+        };
+        buffer.extend_from_slice(&chunk[..read]);
+        loop {
+            // RFC 3261 section 7.5: CRLFs between messages (keep-alives) are ignored.
+            let skip = buffer
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
+            buffer.drain(..skip);
+            match frame_stream(&buffer) {
+                Ok(Some(frame)) => {
+                    let bytes: Vec<u8> = buffer.drain(..frame.len()).collect();
+                    if core
+                        .send(Inbound {
+                            bytes,
+                            source: peer,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break 'connection;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    // A stream that cannot be framed cannot be resynchronised: close it.
+                    log_framing_error(peer, &error);
+                    break 'connection;
+                }
+            }
+        }
+    }
+    writing.abort();
+}
+
+fn log_framing_error(peer: SocketAddr, error: &FrameError) {
+    tracing::info!(%peer, "closing tcp connection: {error}");
+}
