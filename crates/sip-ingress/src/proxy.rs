@@ -12,6 +12,9 @@
 //!   or sent-by. For a non-2xx final answer to an INVITE the proxy sends the ACK itself and
 //!   absorbs the caller's (RFC 3261 section 17.1.1.3).
 //! * OPTIONS addressed to the ingress itself is answered 200.
+//! * An initial INVITE that already carries a Via of the ingress's own address has come back
+//!   through it: 482 Loop Detected (RFC 3261 section 16.3). The ingress only forwards to agents,
+//!   so a legitimate spiral cannot pass through it twice.
 //! * Before any of this, out-of-dialog requests pass a per-source flood limit (governor, keyed by
 //!   IP): over it, a source some tenant allows gets 503 with Retry-After, any other nothing.
 //!
@@ -301,6 +304,15 @@ impl Proxy {
     ) -> (Vec<Outgoing>, Event) {
         let head = &request.head;
         let key = Self::transaction_key(head, source);
+        let looped = head
+            .all("Via")
+            .flat_map(|f| split_list(&f.value))
+            .filter_map(|via| check::sent_by(&via))
+            .any(|hp| self.is_local(&hp));
+        if looped {
+            let (out, _) = Self::answer(head, source, 482, &[]);
+            return (out, Event::Refused("loop"));
+        }
         if let Some(transaction) = self.invites.get(&key) {
             let bytes = transaction.last_response.clone();
             return (vec![Outgoing { to: source, bytes }], Event::Retransmission);
@@ -597,6 +609,20 @@ mod tests {
         }
         let (out, event) = proxy.on_datagram(&invite(12), unknown, Instant::now());
         assert_eq!((out.len(), event), (0, Event::Refused("flood")));
+    }
+
+    #[test]
+    fn an_invite_that_passed_through_the_ingress_before_is_482() {
+        let mut proxy = proxy(100, 100);
+        let looped = String::from_utf8(invite(7))
+            .expect("utf8")
+            .replace("Via: ", "Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKagent\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours\r\nVia: ");
+        let caller: SocketAddr = "127.0.0.1:5090".parse().expect("addr");
+        let (out, event) = proxy.on_datagram(looped.as_bytes(), caller, Instant::now());
+        assert_eq!(event, Event::Refused("loop"));
+        assert!(
+            String::from_utf8_lossy(&out[0].bytes).starts_with("SIP/2.0 482 Loop Detected\r\n")
+        );
     }
 
     #[test]

@@ -309,3 +309,32 @@ fn up() -> Result<()> {
     let _ = ingress.wait();
     edge
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README opens with the test command, and CI runs exactly that command.
+    #[test]
+    fn ci_runs_exactly_the_readmes_test_command() {
+        let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+        let command = readme
+            .lines()
+            .find(|l| l.starts_with("cargo xtask test"))
+            .and_then(|l| l.split('#').next())
+            .map(str::trim);
+        assert_eq!(command, Some("cargo xtask test"));
+        let ci = std::fs::read_to_string(root().join(".ci").join("run")).expect(".ci/run");
+        let commands: Vec<&str> = ci
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with('#')
+                    && !l.starts_with("set ")
+                    && !l.starts_with("cd ")
+            })
+            .collect();
+        assert_eq!(commands, ["cargo xtask test"]);
+    }
+}
