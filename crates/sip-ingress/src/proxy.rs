@@ -416,25 +416,13 @@ impl Proxy {
             return Self::answer(head, source, 481, &[]);
         };
         let ok = response::build(head, 200, &[]);
-        let cancel = format!(
-            "CANCEL {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-            transaction.request_uri,
-            self.our_via(&transaction.branch),
-            value(head, "From"),
-            value(head, "To"),
-            value(head, "Call-ID"),
-            value(head, "CSeq").split_whitespace().next().unwrap_or("1"),
-        );
         (
             vec![
                 Outgoing {
                     to: source,
                     bytes: ok,
                 },
-                Outgoing {
-                    to: transaction.callee,
-                    bytes: cancel.into_bytes(),
-                },
+                self.hop_request("CANCEL", head, transaction),
             ],
             Event::Relayed,
         )
@@ -531,7 +519,7 @@ impl Proxy {
             if let Some(key) = key {
                 if response.code >= 300 {
                     if let Some(transaction) = self.invites.get(&key) {
-                        out.push(self.ack_for(head, transaction));
+                        out.push(self.hop_request("ACK", head, transaction));
                     }
                     self.dialogs.remove(value(head, "Call-ID"));
                 }
@@ -545,10 +533,13 @@ impl Proxy {
         (out, Event::ResponseRelayed)
     }
 
-    /// The ACK a proxy sends for a non-2xx final response to a forwarded INVITE.
-    fn ack_for(&self, head: &Head, transaction: &InviteTransaction) -> Outgoing {
-        let ack = format!(
-            "ACK {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    /// A hop-by-hop request the proxy sends itself on a forwarded INVITE's transaction: the
+    /// CANCEL it relays and the ACK for a non-2xx final response (RFC 3261 sections 9.1, 16.10,
+    /// 17.1.1.3). Same Request-URI and branch as the forwarded INVITE, From, To and Call-ID
+    /// from `head`, the INVITE's CSeq number.
+    fn hop_request(&self, method: &str, head: &Head, transaction: &InviteTransaction) -> Outgoing {
+        let request = format!(
+            "{method} {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             transaction.request_uri,
             self.our_via(&transaction.branch),
             value(head, "From"),
@@ -558,7 +549,7 @@ impl Proxy {
         );
         Outgoing {
             to: transaction.callee,
-            bytes: ack.into_bytes(),
+            bytes: request.into_bytes(),
         }
     }
 }
