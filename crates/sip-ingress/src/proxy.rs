@@ -227,6 +227,14 @@ impl Proxy {
         (vec![Outgoing { to, bytes }], Event::Answered(code))
     }
 
+    /// The `Allow` field of answers to OPTIONS and of 405: the methods the ingress handles.
+    fn allow() -> [(String, String); 1] {
+        [(
+            "Allow".to_owned(),
+            "INVITE, ACK, BYE, CANCEL, OPTIONS".to_owned(),
+        )]
+    }
+
     fn our_via(&self, branch: &str) -> String {
         format!("SIP/2.0/UDP {};branch={branch}", self.local)
     }
@@ -275,23 +283,13 @@ impl Proxy {
             && uri::host_port(&request.uri).is_some_and(|hp| self.is_local(&hp));
         match request.method.as_str() {
             "OPTIONS" if addressed_to_us && !in_dialog => {
-                let allow = [(
-                    "Allow".to_owned(),
-                    "INVITE, ACK, BYE, CANCEL, OPTIONS".to_owned(),
-                )];
-                Self::answer(head, source, 200, &allow)
+                Self::answer(head, source, 200, &Self::allow())
             }
             "CANCEL" => self.on_cancel(head, source),
             "INVITE" if !in_dialog => self.on_invite(bytes, request, source, now),
             "ACK" if !in_dialog => (Vec::new(), Event::Dropped),
             _ if in_dialog => self.in_dialog(bytes, request, source),
-            _ => {
-                let allow = [(
-                    "Allow".to_owned(),
-                    "INVITE, ACK, BYE, CANCEL, OPTIONS".to_owned(),
-                )];
-                Self::answer(head, source, 405, &allow)
-            }
+            _ => Self::answer(head, source, 405, &Self::allow()),
         }
     }
 
