@@ -4,11 +4,17 @@
 //! Every value is checked with the same rules the edge applies to the control-plane API
 //! (`policy`), and an error names the key it is about (`tenants[0].agents[1].number: ...`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use policy::AccessList;
 use policy::admission::{Agent, DeniedSource, Tenant, World};
 use serde::Deserialize;
+
+use crate::admission::host::{Limits, MAX_MEMORY_BYTES, wit};
 
 /// The demo world's configuration text.
 pub const DEMO: &str = include_str!("demo.toml");
@@ -24,7 +30,37 @@ struct RawConfig {
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
     tenants: Vec<RawTenant>,
+}
+
+/// The admission policy module and how it runs.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPolicy {
+    module: Option<PathBuf>,
+    deadline_ms: u64,
+    memory_limit_mib: usize,
+    failure_status: u16,
+    headers: Vec<String>,
+    settings: BTreeMap<String, String>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            module: None,
+            deadline_ms: limits.deadline.as_millis() as u64,
+            memory_limit_mib: limits.memory_bytes >> 20,
+            failure_status: 503,
+            headers: Vec::new(),
+            settings: BTreeMap::new(),
+            cache_dir: None,
+        }
+    }
 }
 
 /// Where Prometheus text is served (`GET /metrics`); nowhere when absent.
@@ -120,12 +156,53 @@ pub struct Config {
     pub tcp_idle: std::time::Duration,
     /// The most TCP connections one source address may hold.
     pub tcp_connections_per_source: usize,
-    /// Tenants, agents and access lists, indexed.
-    pub world: World,
+    /// Tenants, agents and access lists.
+    pub tenants: Vec<Tenant>,
+    /// What sources outside the called tenant's list get.
+    pub denied: DeniedSource,
+    /// The admission policy.
+    pub policy: PolicyConfig,
     /// The per-source flood limit.
     pub flood: governor::Quota,
     /// Where `/metrics` is served, if anywhere.
     pub metrics: Option<SocketAddr>,
+}
+
+/// The admission policy and how it runs (`[policy]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// The policy module; [`default_module`] when not configured.
+    pub module: PathBuf,
+    /// The deadline of one decision and the memory an instance may use.
+    pub limits: Limits,
+    /// What a caller gets when the policy fails: 500 or 503.
+    pub failure_status: u16,
+    /// The header fields passed to the policy with each INVITE.
+    pub headers: Vec<String>,
+    /// Free-form settings passed to the policy.
+    pub settings: Vec<(String, String)>,
+    /// Where compiled modules are cached; nowhere when `None`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Where the default policy is when none is configured: `target/wasm/ingress_policy.wasm` of
+/// the build the executable comes from (`target/<profile>/sip-ingress`), as `cargo xtask wasm`
+/// puts it there.
+pub fn default_module() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let build = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    build.join("wasm").join("ingress_policy.wasm")
+}
+
+/// The per-user cache directory for compiled policies (`$XDG_CACHE_HOME` or `~/.cache`).
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("trunkguard").join("policy"))
 }
 
 /// Why a configuration is refused: every problem, each naming its key.
@@ -172,6 +249,7 @@ impl Config {
                 None
             }
         };
+        let policy = check_policy(raw.policy, &mut problems);
         let mut tenants = Vec::new();
         for (t, tenant) in raw.tenants.iter().enumerate() {
             let at = format!("tenants[{t}]");
@@ -202,17 +280,78 @@ impl Config {
             RawDenied::Drop => DeniedSource::Drop,
             RawDenied::Forbid => DeniedSource::Forbid,
         };
-        let world =
-            World::new(tenants, denied).map_err(|e| ConfigError(vec![format!("tenants: {e}")]))?;
+        // The policy decides, but no policy can serve two agents under one name.
+        World::new(tenants.clone(), denied)
+            .map_err(|e| ConfigError(vec![format!("tenants: {e}")]))?;
         Ok(Config {
             udp: raw.sip.udp,
             tcp: raw.sip.tcp,
             tcp_idle: std::time::Duration::from_secs(raw.sip.tcp_idle_seconds),
             tcp_connections_per_source: raw.sip.tcp_connections_per_source,
-            world,
+            tenants,
+            denied,
+            policy,
             flood: flood.ok_or_else(|| ConfigError(vec!["flood: invalid".to_owned()]))?,
             metrics: raw.metrics.listen,
         })
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file; relative paths in `[policy]` are relative to the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
+        let mut config = Self::parse(&text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.policy.module = base.join(&config.policy.module);
+        config.policy.cache_dir = config.policy.cache_dir.map(|dir| base.join(dir));
+        Ok(config)
+    }
+
+    /// The configuration as a policy sees it.
+    pub fn snapshot(&self) -> wit::Snapshot {
+        crate::admission::snapshot(&self.tenants, self.denied, &self.policy.settings)
+    }
+
+    /// Every source some tenant allows.
+    pub fn known_sources(&self) -> AccessList {
+        AccessList::new(self.tenants.iter().flat_map(|t| t.access.iter()))
+    }
+}
+
+fn check_policy(raw: RawPolicy, problems: &mut Vec<String>) -> PolicyConfig {
+    if !(1..=1000).contains(&raw.deadline_ms) {
+        problems.push("policy.deadline_ms: must be 1 to 1000".to_owned());
+    }
+    if !(1..=MAX_MEMORY_BYTES >> 20).contains(&raw.memory_limit_mib) {
+        problems.push("policy.memory_limit_mib: must be 1 to 4096".to_owned());
+    }
+    if ![500, 503].contains(&raw.failure_status) {
+        problems.push("policy.failure_status: must be 500 or 503".to_owned());
+    }
+    for (i, name) in raw.headers.iter().enumerate() {
+        if name.is_empty() || !name.bytes().all(crate::sip::head::is_token_char) {
+            problems.push(format!(
+                "policy.headers[{i}]: {name:?} is not a header name"
+            ));
+        }
+    }
+    PolicyConfig {
+        module: raw.module.unwrap_or_else(default_module),
+        limits: Limits {
+            deadline: Duration::from_millis(raw.deadline_ms),
+            memory_bytes: raw.memory_limit_mib << 20,
+        },
+        failure_status: raw.failure_status,
+        headers: raw
+            .headers
+            .iter()
+            .map(|name| crate::sip::head::canonical_name(name))
+            .collect(),
+        settings: raw.settings.into_iter().collect(),
+        cache_dir: raw.cache_dir.or_else(default_cache_dir),
     }
 }
 
@@ -273,8 +412,10 @@ mod tests {
             config.udp,
             ["127.0.0.1:5060".parse::<SocketAddr>().expect("addr")]
         );
-        assert_eq!(config.world.tenants().len(), 2);
-        assert_eq!(config.world.tenants()[0].agents.len(), 2);
+        assert_eq!(config.tenants.len(), 2);
+        assert_eq!(config.tenants[0].agents.len(), 2);
+        assert_eq!(config.policy.failure_status, 503);
+        assert_eq!(config.policy.limits, Limits::default());
     }
 
     #[test]

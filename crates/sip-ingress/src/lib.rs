@@ -1,5 +1,8 @@
 //! trunkguard's SIP ingress.
 //!
+//! * [`admission`]: the admission policy, a wasm component run in wasmtime.
+//! * [`reload`]: hot reload of the policy and configuration (SIGHUP, file changes).
+//! * [`policy_cases`]: `sip-ingress policy test`, a policy run against a case file.
 //! * [`config`]: the TOML configuration, with the demo world embedded.
 //! * [`proxy`]: the proxy core: admission, forwarding, dialogs, responses, without sockets.
 //! * [`metrics`]: counters and gauges, exposed as Prometheus text.
@@ -9,8 +12,11 @@
 //!   received bytes, and the stateless checks a proxy makes before it routes anything (RFC 3261
 //!   sections 8.2 and 16.3), measured against the RFC 4475 and RFC 5118 torture messages.
 
+pub mod admission;
 pub mod config;
 pub mod metrics;
+pub mod policy_cases;
 pub mod proxy;
+pub mod reload;
 pub mod sip;
 pub mod tcp;

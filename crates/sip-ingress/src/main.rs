@@ -3,37 +3,74 @@
 //! ```text
 //! sip-ingress [--config FILE] [--log-json]   serve (the embedded demo world without --config)
 //! sip-ingress check-config FILE              check a configuration and exit
+//! sip-ingress policy test --module M.wasm [--config C.toml] CASES
+//!                                            run a policy against a case file
 //! ```
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sip_ingress::admission::Transport;
+use sip_ingress::admission::host::PolicyEngine;
+use sip_ingress::admission::live::LivePolicy;
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
 use sip_ingress::proxy::{Event, Proxy};
+use sip_ingress::reload::{self, Reloader};
 use sip_ingress::tcp::{self, Connections, Inbound};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// How many received TCP messages wait for the proxy core before readers wait.
 const CORE_QUEUE: usize = 1024;
 
-const USAGE: &str =
-    "usage: sip-ingress [--config FILE] [--log-json]\n       sip-ingress check-config FILE";
+const USAGE: &str = "usage: sip-ingress [--config FILE] [--log-json]
+       sip-ingress check-config FILE
+       sip-ingress policy test --module M.wasm [--config C.toml] CASES";
 
 /// The largest datagram read (IPv4 UDP maximum).
 const MAX_DATAGRAM: usize = 65_535;
 
 enum Command {
-    Serve { config: Option<String>, json: bool },
+    Serve {
+        config: Option<String>,
+        json: bool,
+    },
     Check(String),
+    PolicyTest {
+        module: String,
+        config: Option<String>,
+        cases: String,
+    },
+}
+
+fn parse_policy_test(args: &[String]) -> Result<Command, String> {
+    let (mut module, mut config, mut cases) = (None, None, None);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--module" => module = Some(rest.next().ok_or("--module needs a FILE")?.clone()),
+            "--config" => config = Some(rest.next().ok_or("--config needs a FILE")?.clone()),
+            other if cases.is_none() && !other.starts_with("--") => cases = Some(other.to_owned()),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    Ok(Command::PolicyTest {
+        module: module.ok_or("policy test needs --module M.wasm")?,
+        config,
+        cases: cases.ok_or("policy test needs a CASES file")?,
+    })
 }
 
 fn parse_args(args: &[String]) -> Result<Command, String> {
     match args {
         [check, file] if check == "check-config" => Ok(Command::Check(file.clone())),
+        [policy, test, rest @ ..] if policy == "policy" && test == "test" => {
+            parse_policy_test(rest)
+        }
         _ => {
             let (mut config, mut json) = (None, false);
             let mut rest = args.iter();
@@ -52,12 +89,34 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
 }
 
 fn load(path: Option<&str>) -> Result<Config, String> {
-    let text = match path {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
-        None => DEMO.to_owned(),
-    };
-    Config::parse(&text)
-        .map_err(|e| format!("{}: {e}", path.unwrap_or("embedded demo configuration")))
+    match path {
+        Some(path) => Config::load(Path::new(path)).map_err(|e| format!("{path}: {e}")),
+        None => Config::parse(DEMO).map_err(|e| format!("embedded demo configuration: {e}")),
+    }
+}
+
+/// `policy test`: prints a line per case and a summary.
+fn policy_test(module: &str, config: Option<&str>, cases: &str) -> Result<bool, String> {
+    let mut config = load(config)?;
+    config.policy.module = PathBuf::from(module);
+    let engine = PolicyEngine::new(config.policy.cache_dir.clone()).map_err(|e| e.to_string())?;
+    let generation = reload::build(&engine, &config)?;
+    let text = std::fs::read_to_string(cases).map_err(|e| format!("{cases}: {e}"))?;
+    let outcomes =
+        sip_ingress::policy_cases::run(generation, &text).map_err(|e| format!("{cases}: {e}"))?;
+    let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
+    for outcome in &outcomes {
+        match &outcome.failure {
+            None => println!("pass  {}", outcome.name),
+            Some(why) => println!("FAIL  {}: {why}", outcome.name),
+        }
+    }
+    println!(
+        "{} cases: {} passed, {failed} failed",
+        outcomes.len(),
+        outcomes.len() - failed
+    );
+    Ok(failed == 0)
 }
 
 #[tokio::main]
@@ -81,6 +140,18 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::PolicyTest {
+            module,
+            config,
+            cases,
+        } => match policy_test(&module, config.as_deref(), &cases) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("sip-ingress: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve { config, json } => {
             let subscriber = tracing_subscriber::fmt().with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -92,7 +163,7 @@ async fn main() -> ExitCode {
                 subscriber.init();
             }
             match load(config.as_deref()) {
-                Ok(config) => match serve(config).await {
+                Ok(loaded) => match serve(loaded, config.map(PathBuf::from)).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!("{e}");
@@ -108,9 +179,19 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let mut tasks = tokio::task::JoinSet::new();
+    let engine =
+        Arc::new(PolicyEngine::new(config.policy.cache_dir.clone()).map_err(|e| e.to_string())?);
+    let generation = reload::build(&engine, &config)?;
+    tracing::info!(
+        module = %config.policy.module.display(),
+        sha256 = generation.sha256(),
+        "admission policy loaded"
+    );
+    metrics.policy_in_force(generation.sha256());
+    let (publish, updates) = watch::channel(Arc::new(generation));
     if let Some(addr) = config.metrics {
         let listener = TcpListener::bind(addr)
             .await
@@ -139,7 +220,8 @@ async fn serve(config: Config) -> Result<(), String> {
                 config.tcp_connections_per_source,
             ));
         }
-        let proxy = Proxy::new(config.world.clone(), local, config.flood);
+        let policy = LivePolicy::new(updates.clone(), Arc::clone(&metrics));
+        let proxy = Proxy::new(Box::new(policy), local, config.flood);
         let transports = Transports {
             socket,
             connections,
@@ -147,6 +229,8 @@ async fn serve(config: Config) -> Result<(), String> {
         };
         tasks.spawn(run_core(transports, proxy, Arc::clone(&metrics)));
     }
+    let reloader = Reloader::new(engine, config_path, config, publish, Arc::clone(&metrics));
+    tasks.spawn(reloader.run());
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("stopping");
@@ -208,34 +292,34 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
     loop {
         let (bytes, source, transport) = tokio::select! {
             received = transports.socket.recv_from(&mut buffer) => match received {
-                Ok((length, source)) => (buffer[..length].to_vec(), source, "udp"),
+                Ok((length, source)) => (buffer[..length].to_vec(), source, Transport::Udp),
                 Err(e) => {
                     tracing::warn!("udp receive failed: {e}");
                     continue;
                 }
             },
-            Some(message) = transports.inbound.recv() => (message.bytes, message.source, "tcp"),
+            Some(message) = transports.inbound.recv() => (message.bytes, message.source, Transport::Tcp),
             _ = expiry.tick() => {
                 proxy.expire(Instant::now());
                 metrics.live(&socket_label, proxy.live());
                 continue;
             }
         };
-        let (outgoing, event) = proxy.on_datagram(&bytes, source, Instant::now());
-        metrics.message(transport);
-        metrics.event(event);
+        let (outgoing, event) = proxy.on_message(&bytes, source, transport, Instant::now());
+        metrics.message(transport.as_str());
+        metrics.event(&event);
         metrics.live(&socket_label, proxy.live());
-        log_event(event, source);
+        log_event(&event, source);
         for out in outgoing {
             transports.send(out.to, out.bytes).await;
         }
     }
 }
 
-fn log_event(event: Event, source: SocketAddr) {
+fn log_event(event: &Event, source: SocketAddr) {
     match event {
         Event::Admitted => tracing::info!(%source, "invite admitted"),
-        Event::Refused(reason) => tracing::info!(%source, reason, "invite refused"),
+        Event::Refused(reason) => tracing::info!(%source, reason = %reason, "invite refused"),
         Event::Answered(code) => tracing::debug!(%source, code, "answered"),
         other => tracing::debug!(%source, event = ?other, "handled"),
     }

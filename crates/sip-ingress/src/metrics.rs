@@ -1,7 +1,9 @@
 //! The ingress's counters and gauges, exposed as Prometheus text (`GET /metrics`).
 //!
-//! Every label value comes from a fixed set (transports, admission reasons, status codes the
-//! ingress sends, socket addresses it listens on), so the number of series is bounded.
+//! Every label value comes from a bounded set (transports, status codes the ingress sends,
+//! socket addresses it listens on, failure kinds), so the number of series is bounded. Refusal
+//! reasons come from the policy: they are checked to be labels, and beyond
+//! [`MAX_REFUSAL_REASONS`] distinct ones the rest count as `other`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -10,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::proxy::Event;
 
 /// One metric family: its type and help text.
-const FAMILIES: [(&str, &str, &str); 7] = [
+const FAMILIES: [(&str, &str, &str); 10] = [
     (
         "sip_ingress_messages_total",
         "counter",
@@ -37,6 +39,21 @@ const FAMILIES: [(&str, &str, &str); 7] = [
         "Messages dropped without an answer",
     ),
     (
+        "sip_ingress_policy_info",
+        "gauge",
+        "The admission policy module in force, by SHA-256",
+    ),
+    (
+        "sip_ingress_policy_failures_total",
+        "counter",
+        "Admission decisions that failed closed, by kind",
+    ),
+    (
+        "sip_ingress_policy_reloads_total",
+        "counter",
+        "Policy and configuration reloads, by result",
+    ),
+    (
         "sip_ingress_dialogs",
         "gauge",
         "Dialogs held, by listening socket",
@@ -47,6 +64,9 @@ const FAMILIES: [(&str, &str, &str); 7] = [
         "INVITE transactions held, by listening socket",
     ),
 ];
+
+/// The most distinct refusal reasons counted separately.
+pub const MAX_REFUSAL_REASONS: usize = 64;
 
 /// The ingress's series: family -> rendered labels -> value.
 #[derive(Default)]
@@ -86,16 +106,24 @@ impl Metrics {
     }
 
     /// Counts what the proxy did with a message.
-    pub fn event(&self, event: Event) {
+    pub fn event(&self, event: &Event) {
         match event {
             Event::Admitted => self.add(
                 "sip_ingress_admission_total",
                 "decision=\"forward\",reason=\"admitted\"".to_owned(),
             ),
-            Event::Refused(reason) => self.add(
-                "sip_ingress_admission_total",
-                format!("decision=\"refuse\",reason=\"{reason}\""),
-            ),
+            Event::Refused(reason) => {
+                let mut series = self.series();
+                let refusals = series.entry("sip_ingress_admission_total").or_default();
+                let labels = format!("decision=\"refuse\",reason=\"{reason}\"");
+                let labels =
+                    if refusals.contains_key(&labels) || refusals.len() < MAX_REFUSAL_REASONS {
+                        labels
+                    } else {
+                        "decision=\"refuse\",reason=\"other\"".to_owned()
+                    };
+                *refusals.entry(labels).or_default() += 1;
+            }
             Event::Answered(code) => {
                 self.add("sip_ingress_answers_total", format!("code=\"{code}\""));
             }
@@ -111,6 +139,31 @@ impl Metrics {
             }
             Event::Dropped => self.add("sip_ingress_dropped_total", String::new()),
         }
+    }
+
+    /// Records the policy module in force (replacing the previous one).
+    pub fn policy_in_force(&self, sha256: &str) {
+        let mut series = self.series();
+        let info = series.entry("sip_ingress_policy_info").or_default();
+        info.clear();
+        info.insert(format!("sha256=\"{sha256}\""), 1);
+    }
+
+    /// Counts a decision that failed closed.
+    pub fn policy_failure(&self, kind: &'static str) {
+        self.add(
+            "sip_ingress_policy_failures_total",
+            format!("kind=\"{kind}\""),
+        );
+    }
+
+    /// Counts a reload, applied or refused.
+    pub fn policy_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.add(
+            "sip_ingress_policy_reloads_total",
+            format!("result=\"{result}\""),
+        );
     }
 
     /// Records the live state of the proxy serving `socket`.
@@ -147,10 +200,13 @@ mod tests {
         let metrics = Metrics::default();
         metrics.message("udp");
         metrics.message("udp");
-        metrics.event(Event::Admitted);
-        metrics.event(Event::Refused("from_not_e164"));
-        metrics.event(Event::Answered(404));
-        metrics.event(Event::Dropped);
+        metrics.event(&Event::Admitted);
+        metrics.event(&Event::Refused("from_not_e164".into()));
+        metrics.event(&Event::Answered(404));
+        metrics.event(&Event::Dropped);
+        metrics.policy_in_force("ab12");
+        metrics.policy_in_force("cd34");
+        metrics.policy_failure("deadline");
         metrics.live("127.0.0.1:5060", (3, 1));
         let text = metrics.render();
         for line in [
@@ -160,6 +216,8 @@ mod tests {
             "sip_ingress_admission_total{decision=\"refuse\",reason=\"from_not_e164\"} 1",
             "sip_ingress_answers_total{code=\"404\"} 1",
             "sip_ingress_dropped_total 1",
+            "sip_ingress_policy_info{sha256=\"cd34\"} 1",
+            "sip_ingress_policy_failures_total{kind=\"deadline\"} 1",
             "sip_ingress_dialogs{socket=\"127.0.0.1:5060\"} 3",
             "sip_ingress_transactions{socket=\"127.0.0.1:5060\"} 1",
         ] {
@@ -168,5 +226,21 @@ mod tests {
                 "{line} missing from\n{text}"
             );
         }
+        assert!(!text.contains("ab12"), "only the module in force: {text}");
+    }
+
+    #[test]
+    fn refusal_reasons_are_bounded() {
+        let metrics = Metrics::default();
+        for n in 0..MAX_REFUSAL_REASONS + 10 {
+            metrics.event(&Event::Refused(format!("reason_{n}").into()));
+        }
+        let text = metrics.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("sip_ingress_admission_total{"))
+            .count();
+        assert_eq!(series, MAX_REFUSAL_REASONS + 1, "{text}");
+        assert!(text.contains("reason=\"other\"} 10"), "{text}");
     }
 }

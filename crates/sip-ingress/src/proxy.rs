@@ -1,9 +1,10 @@
 //! The proxy core (RFC 3261 section 16), without sockets: a received datagram in, the datagrams
 //! to send out. The transport loop around it is in `main.rs`.
 //!
-//! * An initial INVITE is admitted by [`policy::admission::World`], answered `100 Trying`, and
-//!   forwarded to the agent with our Via and Record-Route (so in-dialog requests come back
-//!   through the ingress) by editing the received bytes.
+//! * An initial INVITE is decided by the admission policy ([`crate::admission`], a wasm
+//!   component in wasmtime), answered `100 Trying`, and forwarded to the agent with our Via and
+//!   Record-Route (so in-dialog requests come back through the ingress) and the header fields
+//!   the policy adds, by editing the received bytes.
 //! * Retransmitted INVITEs are absorbed: the last response is sent again.
 //! * In-dialog requests (To tag) are only forwarded for dialogs the ingress admitted; anything
 //!   else gets 481 (an ACK is dropped). The Route naming the ingress is consumed.
@@ -27,8 +28,9 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, MonotonicClock};
 use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
-use policy::admission::{Admission, Invite, World};
 use policy::{Host, HostPort};
+
+use crate::admission::{self, Admit, Facts, Reason, Transport};
 
 use crate::sip::check::{self, Request, Response, Verdict, split_list};
 use crate::sip::forward::{self, Edits};
@@ -52,12 +54,12 @@ pub struct Outgoing {
 }
 
 /// What happened, for logs and metrics: fixed labels only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Event {
     /// An initial INVITE was forwarded.
     Admitted,
-    /// An initial INVITE was refused with this admission reason.
-    Refused(&'static str),
+    /// An initial INVITE was refused with this reason.
+    Refused(Reason),
     /// A retransmission was absorbed.
     Retransmission,
     /// An in-dialog request or a CANCEL was relayed.
@@ -94,7 +96,7 @@ type FloodLimiter = RateLimiter<IpAddr, HashMapStateStore<IpAddr>, MonotonicCloc
 
 /// The proxy's state.
 pub struct Proxy {
-    world: World,
+    admission: Box<dyn Admit>,
     local: SocketAddr,
     flood: FloodLimiter,
     dialogs: HashMap<String, Dialog>,
@@ -159,11 +161,11 @@ fn cseq_method(head: &Head) -> &str {
 }
 
 impl Proxy {
-    /// A proxy for `world`, reachable at `local` (our Via and Record-Route), limiting each source
-    /// to `flood` out-of-dialog requests.
-    pub fn new(world: World, local: SocketAddr, flood: Quota) -> Self {
+    /// A proxy admitting by `admission`, reachable at `local` (our Via and Record-Route),
+    /// limiting each source to `flood` out-of-dialog requests.
+    pub fn new(admission: Box<dyn Admit>, local: SocketAddr, flood: Quota) -> Self {
         Self {
-            world,
+            admission,
             local,
             flood: RateLimiter::hashmap_with_clock(flood, MonotonicClock),
             dialogs: HashMap::new(),
@@ -190,11 +192,12 @@ impl Proxy {
             .retain(|_, d| now.duration_since(d.since) < DIALOG_LIFETIME);
     }
 
-    /// Handles one datagram from `source`.
-    pub fn on_datagram(
+    /// Handles one message from `source`, received over `transport`.
+    pub fn on_message(
         &mut self,
         bytes: &[u8],
         source: SocketAddr,
+        transport: Transport,
         now: Instant,
     ) -> (Vec<Outgoing>, Event) {
         match check::classify_datagram(bytes) {
@@ -213,7 +216,7 @@ impl Proxy {
                 None => (Vec::new(), Event::Dropped),
             },
             Verdict::Response(response) => self.on_response(bytes, &response),
-            Verdict::Request(request) => self.on_request(bytes, &request, source, now),
+            Verdict::Request(request) => self.on_request(bytes, &request, source, transport, now),
         }
     }
 
@@ -262,6 +265,7 @@ impl Proxy {
         bytes: &[u8],
         request: &Request,
         source: SocketAddr,
+        transport: Transport,
         now: Instant,
     ) -> (Vec<Outgoing>, Event) {
         let head = &request.head;
@@ -270,14 +274,14 @@ impl Proxy {
             && request.method != "ACK"
             && let Err(not_until) = self.flood.check_key(&source.ip())
         {
-            if !self.world.knows_source(source.ip()) {
-                return (Vec::new(), Event::Refused("flood"));
+            if !self.admission.knows_source(source.ip()) {
+                return (Vec::new(), Event::Refused("flood".into()));
             }
             let wait = not_until.wait_time_from(MonotonicClock.now());
             let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let extra = [("Retry-After".to_owned(), retry_after.max(1).to_string())];
             let (out, _) = Self::answer(head, source, 503, &extra);
-            return (out, Event::Refused("flood"));
+            return (out, Event::Refused("flood".into()));
         }
         let addressed_to_us = uri::user(&request.uri).is_none()
             && uri::host_port(&request.uri).is_some_and(|hp| self.is_local(&hp));
@@ -286,10 +290,34 @@ impl Proxy {
                 Self::answer(head, source, 200, &Self::allow())
             }
             "CANCEL" => self.on_cancel(head, source),
-            "INVITE" if !in_dialog => self.on_invite(bytes, request, source, now),
+            "INVITE" if !in_dialog => self.on_invite(bytes, request, source, transport, now),
             "ACK" if !in_dialog => (Vec::new(), Event::Dropped),
             _ if in_dialog => self.in_dialog(bytes, request, source),
             _ => Self::answer(head, source, 405, &Self::allow()),
+        }
+    }
+
+    /// What the policy is told about an INVITE.
+    fn facts(&self, request: &Request, source: SocketAddr, transport: Transport) -> Facts {
+        let head = &request.head;
+        let (from_user, from_display_name) = admission::party(value(head, "From"));
+        let (to_user, to_display_name) = admission::party(value(head, "To"));
+        let headers = head
+            .fields
+            .iter()
+            .filter(|f| self.admission.wants_header(&f.name))
+            .map(|f| (f.name.clone(), f.value.clone()))
+            .collect();
+        Facts {
+            source,
+            transport,
+            request_uri: request.uri.clone(),
+            request_user: uri::user(&request.uri).unwrap_or_default().to_owned(),
+            from_user,
+            from_display_name,
+            to_user,
+            to_display_name,
+            headers,
         }
     }
 
@@ -298,6 +326,7 @@ impl Proxy {
         bytes: &[u8],
         request: &Request,
         source: SocketAddr,
+        transport: Transport,
         now: Instant,
     ) -> (Vec<Outgoing>, Event) {
         let head = &request.head;
@@ -309,26 +338,20 @@ impl Proxy {
             .any(|hp| self.is_local(&hp));
         if looped {
             let (out, _) = Self::answer(head, source, 482, &[]);
-            return (out, Event::Refused("loop"));
+            return (out, Event::Refused("loop".into()));
         }
         if let Some(transaction) = self.invites.get(&key) {
             let bytes = transaction.last_response.clone();
             return (vec![Outgoing { to: source, bytes }], Event::Retransmission);
         }
-        let from_user = uri::user(uri::uri_of(value(head, "From"))).unwrap_or_default();
-        let request_user = uri::user(&request.uri).unwrap_or_default();
-        let invite = Invite {
-            source: source.ip(),
-            from_user,
-            request_user,
-        };
-        let agent = match self.world.decide(&invite) {
-            Admission::Drop { reason } => return (Vec::new(), Event::Refused(reason)),
-            Admission::Reject { code, reason } => {
+        let facts = self.facts(request, source, transport);
+        let forward = match self.admission.decide(&facts) {
+            admission::Verdict::Drop { reason } => return (Vec::new(), Event::Refused(reason)),
+            admission::Verdict::Reject { code, reason } => {
                 let (out, _) = Self::answer(head, source, code, &[]);
                 return (out, Event::Refused(reason));
             }
-            Admission::Forward { agent, .. } => agent.clone(),
+            admission::Verdict::Forward(forward) => forward,
         };
         if self.invites.len() >= MAX_ENTRIES || self.dialogs.len() >= MAX_ENTRIES {
             let (out, _) = Self::answer(
@@ -337,40 +360,25 @@ impl Proxy {
                 503,
                 &[("Retry-After".to_owned(), "5".to_owned())],
             );
-            return (out, Event::Refused("overloaded"));
+            return (out, Event::Refused("overloaded".into()));
         }
-        let (next_hop, route) = match &agent.route {
-            Some(route) => {
-                let (host, port) = route.next_hop();
-                let hop = socket_of(
-                    &HostPort {
-                        host: host.clone(),
-                        port: Some(port),
-                    },
-                    5060,
-                );
-                let pushed = route
-                    .proxy
-                    .as_ref()
-                    .map(|p| format!("<sip:{}:{port};lr>", p.host));
-                (hop, pushed)
-            }
-            None => (
-                uri::host_port(&agent.uri).and_then(|hp| socket_of(&hp, 5060)),
-                None,
-            ),
-        };
+        let next_hop = forward
+            .next_hop
+            .host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, forward.next_hop.port));
         let Some(next_hop) = next_hop else {
+            // Agents are reached at IP addresses; names would need a resolver on this path.
             let (out, _) = Self::answer(head, source, 503, &[]);
-            return (out, Event::Refused("agent_unreachable"));
+            return (out, Event::Refused("agent_unreachable".into()));
         };
         let branch = self.branch_for(head, source);
         let edits = Edits {
-            request_uri: Some(agent.uri.clone()),
+            request_uri: Some(forward.agent_uri.clone()),
             via: self.our_via(&branch),
             record_route: Some(format!("<sip:{};lr>", self.local)),
-            route,
-            dest_user: agent.dest_user.as_ref().map(|d| d.as_str().to_owned()),
+            headers: forward.headers,
             consume_route: false,
             source: Some(source),
         };
@@ -381,7 +389,7 @@ impl Proxy {
             InviteTransaction {
                 callee: next_hop,
                 branch,
-                request_uri: agent.uri.clone(),
+                request_uri: forward.agent_uri,
                 last_response: trying.clone(),
                 since: now,
             },
@@ -454,8 +462,7 @@ impl Proxy {
             request_uri: None,
             via: self.our_via(&branch),
             record_route: None,
-            route: None,
-            dest_user: None,
+            headers: Vec::new(),
             consume_route: route_names_us,
             source: Some(source),
         };
@@ -557,13 +564,62 @@ mod tests {
     use super::*;
     use std::num::NonZeroU32;
 
+    use policy::admission::{Admission, Invite, World};
+
+    /// The demo world's rules decided natively, so the proxy is tested without wasmtime.
+    struct Native(World);
+
+    impl Admit for Native {
+        fn decide(&mut self, facts: &Facts) -> admission::Verdict {
+            let invite = Invite {
+                source: facts.source.ip(),
+                from_user: &facts.from_user,
+                request_user: &facts.request_user,
+            };
+            match self.0.decide(&invite) {
+                Admission::Forward { tenant, agent } => {
+                    let target = uri::host_port(&agent.uri).expect("IP agent URI");
+                    admission::Verdict::Forward(admission::Forward {
+                        tenant: tenant.to_owned(),
+                        agent_id: agent.id.clone(),
+                        agent_uri: agent.uri.clone(),
+                        next_hop: admission::NextHop {
+                            host: target.host.to_string(),
+                            port: target.port_or(5060),
+                            transport: Transport::Udp,
+                        },
+                        headers: Vec::new(),
+                    })
+                }
+                Admission::Reject { code, reason } => admission::Verdict::Reject {
+                    code,
+                    reason: reason.into(),
+                },
+                Admission::Drop { reason } => admission::Verdict::Drop {
+                    reason: reason.into(),
+                },
+            }
+        }
+
+        fn knows_source(&self, source: IpAddr) -> bool {
+            self.0.knows_source(source)
+        }
+
+        fn wants_header(&self, _: &str) -> bool {
+            false
+        }
+    }
+
     fn proxy(rate: u32, burst: u32) -> Proxy {
-        let world = crate::config::Config::parse(crate::config::DEMO)
-            .expect("demo")
-            .world;
+        let config = crate::config::Config::parse(crate::config::DEMO).expect("demo");
+        let world = World::new(config.tenants, config.denied).expect("demo world");
         let quota = Quota::per_second(NonZeroU32::new(rate).expect("rate"))
             .allow_burst(NonZeroU32::new(burst).expect("burst"));
-        Proxy::new(world, "127.0.0.1:5060".parse().expect("addr"), quota)
+        Proxy::new(
+            Box::new(Native(world)),
+            "127.0.0.1:5060".parse().expect("addr"),
+            quota,
+        )
     }
 
     fn invite(n: u32) -> Vec<u8> {
@@ -580,11 +636,11 @@ mod tests {
         let mut proxy = proxy(1, 2);
         let known: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
         for n in 0..2 {
-            let (_, event) = proxy.on_datagram(&invite(n), known, Instant::now());
+            let (_, event) = proxy.on_message(&invite(n), known, Transport::Udp, Instant::now());
             assert_eq!(event, Event::Admitted);
         }
-        let (out, event) = proxy.on_datagram(&invite(2), known, Instant::now());
-        assert_eq!(event, Event::Refused("flood"));
+        let (out, event) = proxy.on_message(&invite(2), known, Transport::Udp, Instant::now());
+        assert_eq!(event, Event::Refused("flood".into()));
         let text = String::from_utf8_lossy(&out[0].bytes).into_owned();
         assert!(
             text.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
@@ -594,10 +650,10 @@ mod tests {
 
         let unknown: SocketAddr = "127.0.0.9:5070".parse().expect("addr");
         for n in 10..12 {
-            proxy.on_datagram(&invite(n), unknown, Instant::now());
+            proxy.on_message(&invite(n), unknown, Transport::Udp, Instant::now());
         }
-        let (out, event) = proxy.on_datagram(&invite(12), unknown, Instant::now());
-        assert_eq!((out.len(), event), (0, Event::Refused("flood")));
+        let (out, event) = proxy.on_message(&invite(12), unknown, Transport::Udp, Instant::now());
+        assert_eq!((out.len(), event), (0, Event::Refused("flood".into())));
     }
 
     #[test]
@@ -607,8 +663,9 @@ mod tests {
             .expect("utf8")
             .replace("Via: ", "Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKagent\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKours\r\nVia: ");
         let caller: SocketAddr = "127.0.0.1:5090".parse().expect("addr");
-        let (out, event) = proxy.on_datagram(looped.as_bytes(), caller, Instant::now());
-        assert_eq!(event, Event::Refused("loop"));
+        let (out, event) =
+            proxy.on_message(looped.as_bytes(), caller, Transport::Udp, Instant::now());
+        assert_eq!(event, Event::Refused("loop".into()));
         assert!(
             String::from_utf8_lossy(&out[0].bytes).starts_with("SIP/2.0 482 Loop Detected\r\n")
         );
@@ -618,13 +675,13 @@ mod tests {
     fn retransmissions_are_absorbed_and_admitted_calls_are_tracked() {
         let mut proxy = proxy(100, 100);
         let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
-        let (out, event) = proxy.on_datagram(&invite(1), caller, Instant::now());
+        let (out, event) = proxy.on_message(&invite(1), caller, Transport::Udp, Instant::now());
         assert_eq!((event, out.len()), (Event::Admitted, 2));
         assert_eq!(
             out[1].to,
             "127.0.0.1:5090".parse::<SocketAddr>().expect("agent")
         );
-        let (again, event) = proxy.on_datagram(&invite(1), caller, Instant::now());
+        let (again, event) = proxy.on_message(&invite(1), caller, Transport::Udp, Instant::now());
         assert_eq!(event, Event::Retransmission);
         assert_eq!(
             again,

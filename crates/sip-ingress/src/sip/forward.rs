@@ -22,10 +22,10 @@ pub struct Edits {
     pub via: String,
     /// Our Record-Route value, e.g. `<sip:127.0.0.1:5060;lr>`, for initial requests.
     pub record_route: Option<String>,
-    /// A Route value to push when the agent is reached through a proxy.
-    pub route: Option<String>,
-    /// The X-Dest-User value, when the agent has one.
-    pub dest_user: Option<String>,
+    /// Header fields the admission policy adds, names canonical. A `Route` is pushed on top
+    /// of the received ones (the agent's proxy); any other field replaces the received fields
+    /// of its name. A received `X-Dest-User` never passes: only the policy sets it.
+    pub headers: Vec<(String, String)>,
     /// Remove the first Route element (the caller checked that it names the ingress).
     pub consume_route: bool,
     /// Where the request came from: stamped on the sender's Via as `received` and `rport`
@@ -65,9 +65,18 @@ pub fn forward(message: &[u8], request: &Request, edits: &Edits) -> Vec<u8> {
     if let Some(record_route) = &edits.record_route {
         routing.push_str(&format!("Record-Route: {record_route}\r\n"));
     }
-    if let Some(route) = &edits.route {
-        routing.push_str(&format!("Route: {route}\r\n"));
+    for (name, value) in &edits.headers {
+        if name == "Route" {
+            routing.push_str(&format!("Route: {value}\r\n"));
+        }
     }
+    let replaced = |name: &str| {
+        name == "X-Dest-User"
+            || edits
+                .headers
+                .iter()
+                .any(|(added, _)| added != "Route" && added == name)
+    };
     let mut routing = Some(routing);
     let mut saw_max_forwards = false;
     let mut route_to_consume = edits.consume_route;
@@ -102,7 +111,7 @@ pub fn forward(message: &[u8], request: &Request, edits: &Edits) -> Vec<u8> {
             out.extend_from_slice(
                 format!("Max-Forwards: {}\r\n", hops.saturating_sub(1)).as_bytes(),
             );
-        } else if field.name != "X-Dest-User" {
+        } else if !replaced(&field.name) {
             out.extend_from_slice(&message[field.span.clone()]);
             if !message[..field.span.end].ends_with(b"\n") {
                 out.extend_from_slice(b"\r\n");
@@ -115,8 +124,8 @@ pub fn forward(message: &[u8], request: &Request, edits: &Edits) -> Vec<u8> {
     if !saw_max_forwards {
         out.extend_from_slice(format!("Max-Forwards: {}\r\n", DEFAULT_MAX_FORWARDS - 1).as_bytes());
     }
-    if let Some(user) = &edits.dest_user {
-        out.extend_from_slice(format!("X-Dest-User: {user}\r\n").as_bytes());
+    for (name, value) in edits.headers.iter().filter(|(name, _)| name != "Route") {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&message[request.frame.body_start..request.frame.len()]);
@@ -156,8 +165,7 @@ mod tests {
             request_uri: Some("sip:sales@127.0.0.1:5090".into()),
             via: "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKtg1".into(),
             record_route: Some("<sip:127.0.0.1:5060;transport=udp;lr>".into()),
-            route: None,
-            dest_user: Some("sales.desk".into()),
+            headers: vec![("X-Dest-User".into(), "sales.desk".into())],
             consume_route: false,
             source: None,
         }
@@ -216,7 +224,7 @@ mod tests {
         let edits = Edits {
             request_uri: None,
             record_route: None,
-            dest_user: None,
+            headers: Vec::new(),
             consume_route: true,
             ..edits()
         };
@@ -237,11 +245,25 @@ mod tests {
             panic!("not a request")
         };
         let mut edits = edits();
-        edits.route = Some("<sip:127.0.0.1:5091;lr>".into());
-        edits.dest_user = None;
+        edits.headers = vec![("Route".into(), "<sip:127.0.0.1:5091;lr>".into())];
         let text = String::from_utf8_lossy(&forward(&without, &request, &edits)).into_owned();
         assert!(text.contains("Route: <sip:127.0.0.1:5091;lr>\r\n"));
         assert!(text.contains("Max-Forwards: 69\r\n"));
-        assert!(!text.contains("X-Dest-User"));
+        assert!(
+            !text.contains("X-Dest-User"),
+            "a received one is removed even so"
+        );
+    }
+
+    #[test]
+    fn an_added_field_replaces_received_fields_of_its_name() {
+        let mut edits = edits();
+        edits
+            .headers
+            .push(("X-Custom".into(), "from the policy".into()));
+        let text = String::from_utf8_lossy(&forward(INVITE, &request(), &edits)).into_owned();
+        assert!(!text.contains("odd   spacing"), "{text}");
+        assert!(text.contains("X-Custom: from the policy\r\n"), "{text}");
+        assert!(text.contains("NewFangled: folded"), "{text}");
     }
 }

@@ -38,6 +38,17 @@ pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The display name of a name-addr (`"A. Caller" <sip:a@b>` -> `A. Caller`), unquoted.
+pub fn display_name(value: &str) -> Option<&str> {
+    let open = value.find('<')?;
+    let name = value[..open].trim();
+    let name = name
+        .strip_prefix('"')
+        .and_then(|n| n.strip_suffix('"'))
+        .unwrap_or(name);
+    (!name.is_empty()).then_some(name)
+}
+
 /// The `tag` parameter of a From or To value.
 pub fn tag(value: &str) -> Option<&str> {
     param(value, "tag").filter(|t| !t.is_empty())
@@ -56,6 +67,10 @@ mod tests {
         );
         assert_eq!(user(uri_of(from)), Some("+15551230000"));
         assert_eq!(tag(from), Some("abc"));
+        assert_eq!(display_name(from), Some("Caller"));
+        assert_eq!(display_name("Bob Smith <sip:b@h>"), Some("Bob Smith"));
+        assert_eq!(display_name("<sip:b@h>"), None);
+        assert_eq!(display_name("sip:b@h;tag=1"), None);
         assert_eq!(
             user("tel:+15551230000;phone-context=x"),
             Some("+15551230000")

@@ -1,0 +1,161 @@
+//! Hot reload of the admission policy and the configuration, on SIGHUP and when the policy
+//! module or the configuration file changes (checked every second).
+//!
+//! A reload builds a new [`Generation`] (read, compile, instantiate, load) off the proxy cores,
+//! and publishes it only if all of that worked; otherwise the error is logged and the policy in
+//! force stays. What a reload applies: the policy module and `[policy]`, `[admission]` and the
+//! tenants. Listening addresses, the flood limit and metrics need a restart; a reload that
+//! changes them says so in the log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::admission::host::PolicyEngine;
+use crate::admission::live::Generation;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// How often the files are checked for changes.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Builds the generation for `config`: its policy module compiled, its snapshot loaded.
+pub fn build(engine: &PolicyEngine, config: &Config) -> Result<Generation, String> {
+    let path = &config.policy.module;
+    let module = std::fs::read(path).map_err(|e| {
+        format!(
+            "policy module {}: {e} (`cargo xtask wasm` builds the default one; `[policy] module` \
+             names another)",
+            path.display()
+        )
+    })?;
+    let compiled = engine
+        .compile(&module)
+        .map_err(|e| format!("policy module {}: {e}", path.display()))?;
+    Generation::new(Arc::new(compiled), config)
+        .map_err(|e| format!("policy module {}: {e}", path.display()))
+}
+
+/// What identifies a file's version without reading it.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The settings a reload cannot change.
+fn fixed(config: &Config) -> String {
+    format!(
+        "{:?} {:?} {:?} {} {:?} {:?}",
+        config.udp,
+        config.tcp,
+        config.tcp_idle,
+        config.tcp_connections_per_source,
+        config.flood,
+        config.metrics
+    )
+}
+
+/// Reloads the policy in force.
+pub struct Reloader {
+    engine: Arc<PolicyEngine>,
+    /// The configuration file; `None` for the embedded demo world.
+    config_path: Option<PathBuf>,
+    config: Config,
+    publish: watch::Sender<Arc<Generation>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// A reloader for the ingress serving `config`, read from `config_path`.
+    pub fn new(
+        engine: Arc<PolicyEngine>,
+        config_path: Option<PathBuf>,
+        config: Config,
+        publish: watch::Sender<Arc<Generation>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            engine,
+            config_path,
+            config,
+            publish,
+            metrics,
+        }
+    }
+
+    fn stamps(&self) -> (Stamp, Stamp) {
+        (
+            self.config_path.as_deref().and_then(stamp),
+            stamp(&self.config.policy.module),
+        )
+    }
+
+    /// Reloads on SIGHUP and on file changes, until the process ends.
+    pub async fn run(mut self) {
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(signal) => Some(signal),
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGHUP, reloading on file changes only: {e}");
+                    None
+                }
+            };
+        let mut seen = self.stamps();
+        let mut poll = tokio::time::interval(POLL);
+        loop {
+            let cause = tokio::select! {
+                Some(()) = async { hangups.as_mut()?.recv().await } => "SIGHUP",
+                _ = poll.tick() => {
+                    if self.stamps() == seen {
+                        continue;
+                    }
+                    "a file changed"
+                }
+            };
+            seen = self.stamps();
+            self = self.reload(cause).await;
+            // The module path may have changed with the configuration.
+            seen = (seen.0, stamp(&self.config.policy.module));
+        }
+    }
+
+    async fn reload(mut self, cause: &'static str) -> Self {
+        let path = self.config_path.clone();
+        let engine = Arc::clone(&self.engine);
+        let current = fixed(&self.config);
+        let built = tokio::task::spawn_blocking(move || {
+            let config = match &path {
+                Some(path) => Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?,
+                None => Config::parse(crate::config::DEMO).map_err(|e| e.to_string())?,
+            };
+            let generation = build(&engine, &config)?;
+            Ok::<_, String>((config, generation))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        match built {
+            Ok((config, generation)) => {
+                if fixed(&config) != current {
+                    tracing::warn!(
+                        "reload: [sip], [flood] and [metrics] changes apply only after a restart"
+                    );
+                }
+                let sha256 = generation.sha256().to_owned();
+                self.metrics.policy_in_force(&sha256);
+                self.metrics.policy_reload(true);
+                self.publish.send_replace(Arc::new(generation));
+                tracing::info!(cause, %sha256, "policy and configuration reloaded");
+                self.config = config;
+            }
+            Err(e) => {
+                self.metrics.policy_reload(false);
+                tracing::error!(cause, "reload refused, the policy in force stays: {e}");
+            }
+        }
+        self
+    }
+}
