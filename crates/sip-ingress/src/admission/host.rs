@@ -121,7 +121,7 @@ fn ticks(duration: Duration) -> u64 {
     (duration.as_micros() / EPOCH_TICK.as_micros()) as u64 + 1
 }
 
-/// Stops the epoch thread when the engine goes.
+/// Stops the epoch thread when the engine and every policy compiled by it are gone.
 struct Ticker(Arc<AtomicBool>);
 
 impl Drop for Ticker {
@@ -134,7 +134,8 @@ impl Drop for Ticker {
 pub struct PolicyEngine {
     engine: Engine,
     cache_dir: Option<PathBuf>,
-    _ticker: Ticker,
+    /// Shared with every compiled policy: deadlines work as long as anything can run.
+    ticker: Arc<Ticker>,
 }
 
 struct StoreState {
@@ -179,7 +180,7 @@ impl PolicyEngine {
         Ok(Self {
             engine,
             cache_dir,
-            _ticker: Ticker(stop),
+            ticker: Arc::new(Ticker(stop)),
         })
     }
 
@@ -194,16 +195,16 @@ impl PolicyEngine {
     }
 
     fn cached(&self, path: &Path) -> Option<Component> {
-        if !path.exists() {
-            return None;
-        }
+        // Read, not mapped: a mapped file truncated by someone else would crash the process.
+        let artifact = std::fs::read(path).ok()?;
         // SAFETY: wasmtime requires that a deserialised artifact was produced by
         // `precompile_component` of a compatible engine and not altered since. Cache files are
-        // written only by `store_cached` below, into a directory the operator gives the
-        // ingress, under a name binding the module hash and the engine's compatibility hash;
-        // wasmtime itself checks the version and configuration recorded in the artifact.
+        // written only by `store_cached` below (whole, then renamed into place), into a
+        // directory the operator gives the ingress, under a name binding the module hash and
+        // the engine's compatibility hash; wasmtime itself checks the version and configuration
+        // recorded in the artifact and refuses truncated ones.
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize_file(&self.engine, path) };
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) };
         match component {
             Ok(component) => Some(component),
             Err(e) => {
@@ -265,7 +266,11 @@ impl PolicyEngine {
             .instantiate_pre(&component)
             .and_then(IngressPolicyPre::new)
             .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
-        Ok(CompiledPolicy { sha256, pre })
+        Ok(CompiledPolicy {
+            sha256,
+            pre,
+            _ticker: Arc::clone(&self.ticker),
+        })
     }
 }
 
@@ -289,6 +294,7 @@ fn define_insecure_seed(linker: &mut Linker<StoreState>, name: &str) -> wasmtime
 pub struct CompiledPolicy {
     sha256: String,
     pre: IngressPolicyPre<StoreState>,
+    _ticker: Arc<Ticker>,
 }
 
 impl CompiledPolicy {

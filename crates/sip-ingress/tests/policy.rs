@@ -1,0 +1,421 @@
+//! The admission policy in wasmtime, through the ingress's own host: the default policy decides
+//! as the native rules do (the native implementation is the oracle), deliberately faulty
+//! policies fail closed and are replaced while other calls keep being served, broken modules and
+//! configurations are refused, compiled modules are cached, and `sip-ingress policy test` runs
+//! case files.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use policy::admission::{Admission, DeniedSource, Invite, World};
+use sip_ingress::admission::host::{PolicyEngine, PolicyError};
+use sip_ingress::admission::live::{Generation, LivePolicy, POLICY_FAILURE};
+use sip_ingress::admission::{Admit, Facts, Transport, Verdict};
+use sip_ingress::config::{Config, DEMO};
+use sip_ingress::metrics::Metrics;
+use sip_ingress::reload;
+use tokio::sync::watch;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trunkguard-policy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn config(extra: &str, module: &str) -> Config {
+    let mut config = Config::parse(&format!("{DEMO}\n{extra}")).expect("valid configuration");
+    config.policy.module = trunkguard::wasm_artifact(module);
+    config.policy.cache_dir = None;
+    config
+}
+
+fn live(config: &Config) -> (LivePolicy, Arc<Metrics>) {
+    let engine = PolicyEngine::new(None).expect("engine");
+    let generation = reload::build(&engine, config).expect("the policy loads");
+    let metrics = Arc::new(Metrics::default());
+    let (publish, updates) = watch::channel(Arc::new(generation));
+    // The channel stays open for the test's life.
+    std::mem::forget(publish);
+    (LivePolicy::new(updates, Arc::clone(&metrics)), metrics)
+}
+
+fn facts(source: &str, from: &str, called: &str) -> Facts {
+    Facts {
+        source: SocketAddr::new(source.parse().expect("ip"), 5070),
+        transport: Transport::Udp,
+        request_uri: format!("sip:{called}@127.0.0.1:5060"),
+        request_user: called.into(),
+        from_user: from.into(),
+        from_display_name: Some("PBX".into()),
+        to_user: called.into(),
+        to_display_name: None,
+        headers: Vec::new(),
+    }
+}
+
+/// What the native rules say, in the terms of a verdict: forward (tenant, agent URI, X-Dest-User,
+/// whether a Route to a proxy is pushed), or the code and reason of a refusal.
+fn native(world: &World, facts: &Facts) -> String {
+    let invite = Invite {
+        source: facts.source.ip(),
+        from_user: &facts.from_user,
+        request_user: &facts.request_user,
+    };
+    match world.decide(&invite) {
+        Admission::Forward { tenant, agent } => format!(
+            "forward {tenant} {} {:?} {}",
+            agent.uri,
+            agent.dest_user.as_ref().map(|d| d.as_str().to_owned()),
+            agent.route.as_ref().is_some_and(|r| r.proxy.is_some())
+        ),
+        Admission::Reject { code, reason } => format!("reject {code} {reason}"),
+        Admission::Drop { reason } => format!("drop {reason}"),
+    }
+}
+
+fn wasm(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Forward(forward) => {
+            let header = |name: &str| {
+                forward
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            };
+            format!(
+                "forward {} {} {:?} {}",
+                forward.tenant,
+                forward.agent_uri,
+                header("X-Dest-User"),
+                header("Route").is_some()
+            )
+        }
+        Verdict::Reject { code, reason } => format!("reject {code} {reason}"),
+        Verdict::Drop { reason } => format!("drop {reason}"),
+    }
+}
+
+#[test]
+fn the_wasm_policy_decides_as_the_native_rules() {
+    let sources = [
+        "127.0.0.1",
+        "127.0.0.2",
+        "127.0.0.4",
+        "::1",
+        "::2",
+        "10.0.0.1",
+    ];
+    let froms = [
+        "+15551230000",
+        "+442071838750",
+        "alice",
+        "+0123",
+        "+1",
+        "",
+        "15551230000",
+    ];
+    let called = [
+        "sales",
+        "support",
+        "+15550100001",
+        "+15550100002",
+        "+15550100003",
+        "acme-bot",
+        "nobody",
+        "",
+    ];
+    for denied in [DeniedSource::Drop, DeniedSource::Forbid] {
+        let mut config = config("", "ingress_policy.wasm");
+        config.denied = denied;
+        let oracle = World::new(config.tenants.clone(), denied).expect("world");
+        let (mut policy, _) = live(&config);
+        let mut compared = 0;
+        for source in sources {
+            for from in froms {
+                for user in called {
+                    let facts = facts(source, from, user);
+                    assert_eq!(
+                        wasm(&policy.decide(&facts)),
+                        native(&oracle, &facts),
+                        "{source} {from:?} -> {user:?} ({denied:?})"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        assert_eq!(compared, sources.len() * froms.len() * called.len());
+        for source in sources {
+            let ip: IpAddr = source.parse().expect("ip");
+            assert_eq!(policy.knows_source(ip), oracle.knows_source(ip), "{ip}");
+        }
+    }
+}
+
+#[test]
+fn a_larger_generated_world_decides_as_the_native_rules() {
+    // 40 tenants, each with 3 networks and 25 agents; callers from inside and outside them.
+    let mut text = String::from("[sip]\nudp = [\"127.0.0.1:5060\"]\n");
+    for t in 0..40u32 {
+        text.push_str(&format!(
+            "[[tenants]]\nid = \"t{t}\"\naccess = [\"10.{t}.0.0/16\", \"192.0.2.{t}/32\", \"2001:db8:{t:x}::/48\"]\n"
+        ));
+        for a in 0..25u32 {
+            text.push_str(&format!(
+                "[[tenants.agents]]\nid = \"a{t}-{a}\"\nusername = \"agent{t}x{a}\"\nnumber = \"+1555{t:03}{a:04}\"\nuri = \"sip:agent{t}x{a}@127.0.0.1:5090\"\n"
+            ));
+            if a % 3 == 0 {
+                text.push_str(&format!("dest_user = \"desk.{a}\"\n"));
+            }
+            if a % 5 == 0 {
+                text.push_str("route = \"127.0.0.1:5090;proxyAddress=127.0.0.1:5091\"\n");
+            }
+        }
+    }
+    let mut config = Config::parse(&text).expect("generated configuration");
+    config.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
+    config.policy.cache_dir = None;
+    let oracle = World::new(config.tenants.clone(), config.denied).expect("world");
+    let (mut policy, _) = live(&config);
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |bound: u32| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % u64::from(bound)) as u32
+    };
+    for _ in 0..2000 {
+        let (t, a, u) = (next(42), next(27), next(3));
+        let source = match next(4) {
+            0 => format!("10.{t}.{}.{}", next(256), next(256)),
+            1 => format!("192.0.2.{t}"),
+            2 => format!("2001:db8:{t:x}::{:x}", next(65536)),
+            _ => format!("203.0.113.{}", next(256)),
+        };
+        let user = match u {
+            0 => format!("agent{t}x{a}"),
+            1 => format!("+1555{t:03}{a:04}"),
+            _ => format!("unknown{a}"),
+        };
+        let from = if next(10) == 0 {
+            "anonymous"
+        } else {
+            "+15551230000"
+        };
+        let facts = facts(&source, from, &user);
+        assert_eq!(
+            wasm(&policy.decide(&facts)),
+            native(&oracle, &facts),
+            "{source} {from} -> {user}"
+        );
+    }
+}
+
+#[test]
+fn a_misbehaving_policy_fails_closed_and_is_replaced() {
+    // A deadline long enough for the memory hog to reach its limit first.
+    for (failure_status, extra) in [
+        (503, "[policy]\nmemory_limit_mib = 16\ndeadline_ms = 200\n"),
+        (
+            500,
+            "[policy]\nmemory_limit_mib = 16\ndeadline_ms = 200\nfailure_status = 500\n",
+        ),
+    ] {
+        let config = config(extra, "misbehaving_policy.wasm");
+        let (mut policy, metrics) = live(&config);
+        let served = facts("127.0.0.1", "+15551230000", "sales");
+        for fault in ["trap", "spin", "hog", "forge", "trap"] {
+            assert_eq!(
+                policy.decide(&facts("127.0.0.1", "+15551230000", fault)),
+                Verdict::Reject {
+                    code: failure_status,
+                    reason: POLICY_FAILURE.into()
+                },
+                "{fault}"
+            );
+            // The next call gets a fresh instance and is served.
+            assert_eq!(
+                wasm(&policy.decide(&served)),
+                "forward demo sip:sales@127.0.0.1:5090 Some(\"sales.desk\") false",
+                "after {fault}"
+            );
+        }
+        let text = metrics.render();
+        for line in [
+            "sip_ingress_policy_failures_total{kind=\"trap\"} 3",
+            "sip_ingress_policy_failures_total{kind=\"deadline\"} 1",
+            "sip_ingress_policy_failures_total{kind=\"invalid_verdict\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn broken_modules_and_configurations_are_refused() {
+    let engine = PolicyEngine::new(None).expect("engine");
+    let compile_error = |bytes: &[u8]| match engine.compile(bytes) {
+        Err(PolicyError::Compile(e)) => e,
+        Err(other) => panic!("not a compile error: {other}"),
+        Ok(_) => panic!("compiled"),
+    };
+    compile_error(b"not wasm at all");
+    // A core module is not a component, and a proxy-wasm filter is not an ingress policy.
+    compile_error(b"\0asm\x01\0\0\0");
+    let filter = std::fs::read(trunkguard::wasm_artifact("noop_filter.wasm")).expect("filter");
+    compile_error(&filter);
+
+    let refusing = config(
+        "[policy.settings]\nfail_load = \"yes\"\n",
+        "misbehaving_policy.wasm",
+    );
+    let error = reload::build(&engine, &refusing).err().expect("refused");
+    assert!(
+        error.contains("refused the configuration: fail_load is set"),
+        "{error}"
+    );
+
+    // The example country policy refuses to load without its setting.
+    let error = reload::build(&engine, &config("", "country_policy.wasm"))
+        .err()
+        .expect("refused");
+    assert!(error.contains("allowed_prefixes is required"), "{error}");
+}
+
+#[test]
+fn compiled_policies_are_cached_on_disk() {
+    let dir = scratch("cache");
+    let module = std::fs::read(trunkguard::wasm_artifact("ingress_policy.wasm")).expect("module");
+    let first = PolicyEngine::new(Some(dir.clone()))
+        .expect("engine")
+        .compile(&module)
+        .expect("compiles");
+    let cached: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let name = cached[0]
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.starts_with(first.sha256()), "{name}");
+    assert!(name.ends_with(".cwasm"), "{name}");
+
+    // A second engine (a restart) loads the artifact, and the policy works from it.
+    let mut config = config("", "ingress_policy.wasm");
+    config.policy.cache_dir = Some(dir.clone());
+    let engine = PolicyEngine::new(Some(dir.clone())).expect("engine");
+    let generation = reload::build(&engine, &config).expect("from the cache");
+    assert_eq!(generation.sha256(), first.sha256());
+    let (_publish, updates) = watch::channel(Arc::new(generation));
+    let mut policy = LivePolicy::new(updates, Arc::new(Metrics::default()));
+    assert!(matches!(
+        policy.decide(&facts("127.0.0.1", "+15551230000", "sales")),
+        Verdict::Forward(_)
+    ));
+
+    // A damaged cache file is ignored and replaced, not trusted.
+    std::fs::write(&cached[0], b"damaged").expect("damaged");
+    let recompiled = PolicyEngine::new(Some(dir.clone()))
+        .expect("engine")
+        .compile(&module)
+        .expect("recompiles");
+    assert_eq!(recompiled.sha256(), first.sha256());
+    assert_ne!(std::fs::read(&cached[0]).expect("cache"), b"damaged");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_generation_is_checked_before_it_is_published() {
+    let engine = PolicyEngine::new(None).expect("engine");
+    let good = reload::build(&engine, &config("", "ingress_policy.wasm")).expect("loads");
+    let sha = good.sha256().to_owned();
+    let (publish, updates) = watch::channel(Arc::new(good));
+    let mut policy = LivePolicy::new(updates, Arc::new(Metrics::default()));
+    let call = facts("127.0.0.1", "+15551230000", "sales");
+    assert!(matches!(policy.decide(&call), Verdict::Forward(_)));
+    // A new generation with the country policy allowing only +44: the next call sees it.
+    let country = config(
+        "[policy.settings]\nallowed_prefixes = \"+44\"\n",
+        "country_policy.wasm",
+    );
+    let swapped = Generation::new(
+        Arc::new(
+            engine
+                .compile(&std::fs::read(&country.policy.module).expect("module"))
+                .expect("compiles"),
+        ),
+        &country,
+    )
+    .expect("loads");
+    assert_ne!(swapped.sha256(), sha);
+    publish.send_replace(Arc::new(swapped));
+    assert_eq!(
+        policy.decide(&call),
+        Verdict::Reject {
+            code: 403,
+            reason: "country_not_allowed".into()
+        }
+    );
+}
+
+fn policy_test(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sip-ingress"))
+        .args(["policy", "test"])
+        .args(args)
+        .current_dir(trunkguard::workspace_root())
+        .output()
+        .expect("sip-ingress runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[test]
+fn the_shipped_case_files_pass_and_a_wrong_expectation_fails() {
+    let default = trunkguard::wasm_artifact("ingress_policy.wasm");
+    let country = trunkguard::wasm_artifact("country_policy.wasm");
+    let (status, out) = policy_test(&[
+        "--module",
+        default.to_str().expect("utf8"),
+        "crates/ingress-policy/cases.toml",
+    ]);
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.contains(" 0 failed"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    let (status, out) = policy_test(&[
+        "--module",
+        country.to_str().expect("utf8"),
+        "--config",
+        "crates/country-policy/country.toml",
+        "crates/country-policy/cases.toml",
+    ]);
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.contains(" 0 failed"), "{out}");
+
+    // The default policy against the country cases: the country rule's cases fail.
+    let (status, out) = policy_test(&[
+        "--module",
+        default.to_str().expect("utf8"),
+        "--config",
+        "crates/country-policy/country.toml",
+        "crates/country-policy/cases.toml",
+    ]);
+    assert_eq!(status, Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("expected reject 403")),
+        "{out}"
+    );
+
+    let (status, out) = policy_test(&["crates/ingress-policy/cases.toml"]);
+    assert_eq!(status, Some(2), "{out}");
+    assert!(out.contains("--module"), "{out}");
+}
