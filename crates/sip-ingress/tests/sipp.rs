@@ -22,7 +22,11 @@ struct World {
     agent_port: u16,
     proxy_port: u16,
     dir: PathBuf,
-    _process: Guarded,
+    process: Guarded,
+}
+
+fn world_pid(world: &World) -> u32 {
+    world.process.pid()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -33,6 +37,11 @@ fn scratch(name: &str) -> PathBuf {
 
 /// The demo world of issue 4 on free ports, served by the real binary.
 fn start_ingress(name: &str) -> World {
+    start_ingress_with(name, "")
+}
+
+/// The demo world with `extra` configuration text (placed before the tenants).
+fn start_ingress_with(name: &str, extra: &str) -> World {
     let ingress_v6_port = std::net::UdpSocket::bind("[::1]:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
@@ -52,6 +61,8 @@ tcp_connections_per_source = 4
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+
+{extra}
 
 [[tenants]]
 id = "demo"
@@ -111,7 +122,7 @@ uri = "sip:acme-bot@127.0.0.1:{agent_port}"
         agent_port,
         proxy_port,
         dir,
-        _process: process,
+        process,
     }
 }
 
@@ -143,17 +154,22 @@ fn scenario(dir: &Path, name: &str, checks: &str) -> PathBuf {
     path
 }
 
-/// Runs SIPp for one call and returns whether it succeeded, with its log.
+/// Starts SIPp for one call.
 fn sipp(dir: &Path, label: &str, args: &[&str]) -> Guarded {
+    sipp_calls(dir, label, 1, args)
+}
+
+/// Starts SIPp for `calls` calls, within 60 s.
+fn sipp_calls(dir: &Path, label: &str, calls: u32, args: &[&str]) -> Guarded {
     let log = dir.join(format!("{label}.log"));
     Guarded::spawn(
         "sipp",
         Command::new("sipp")
+            .arg("-m")
+            .arg(calls.to_string())
             .args([
-                "-m",
-                "1",
                 "-timeout",
-                "15s",
+                "60s",
                 "-timeout_error",
                 "-nostdin",
                 "-trace_err",
@@ -167,7 +183,7 @@ fn sipp(dir: &Path, label: &str, args: &[&str]) -> Guarded {
 }
 
 fn finished_ok(process: &mut Guarded, dir: &Path, label: &str) {
-    let status = process.wait_exit(Duration::from_secs(30));
+    let status = process.wait_exit(Duration::from_secs(70));
     assert!(
         status.is_some_and(|s| s.success()),
         "{label} failed ({status:?}):\n{}\n{}",
@@ -450,4 +466,144 @@ fn tcp_answers_on_the_connection_and_enforces_its_limits() {
         closed_by_peer(&mut garbage),
         "an unframeable stream was kept open"
     );
+}
+
+/// The value of the series `line_start` (`name{labels}`) in the ingress's metrics, 0 if absent.
+fn series(world: &World, line_start: &str) -> u64 {
+    metrics(world)
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn ten_reloads_under_load_fail_no_call() {
+    let dir = scratch("reload-config");
+    let wasm = trunkguard::wasm_dir();
+    let policy = |module: &str, generation: u32| {
+        format!(
+            "[policy]\nmodule = \"{}\"\ncache_dir = \"{}\"\n\n[policy.settings]\n\
+             allowed_prefixes = \"+1\"\ngeneration = \"{generation}\"\n",
+            wasm.join(module).display(),
+            dir.join("cache").display()
+        )
+    };
+    let world = start_ingress_with("reload", &policy("ingress_policy.wasm", 0));
+    let config = world.dir.join("ingress.toml");
+    let original = std::fs::read_to_string(&config).expect("config");
+    let default_sha = metrics(&world)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sip_ingress_policy_info{sha256=\"")?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .expect("the module in force is exposed");
+
+    // 150 calls at 15 per second: about ten seconds of load, through every reload below.
+    let checks = r#"<ereg regexp="X-Dest-User: sales\.desk" search_in="msg" check_it="true" assign_to="seen"/>"#;
+    let agent_scenario = scenario(&world.dir, "agent.xml", checks);
+    let agent_port = world.agent_port.to_string();
+    let mut agent = sipp_calls(
+        &world.dir,
+        "agent",
+        150,
+        &[
+            "-sf",
+            agent_scenario.to_str().expect("utf8"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &agent_port,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let caller_scenario = scenario(&world.dir, "caller.xml", "");
+    let target = world.ingress.to_string();
+    let mut caller = sipp_calls(
+        &world.dir,
+        "caller",
+        150,
+        &[
+            "-sf",
+            caller_scenario.to_str().expect("utf8"),
+            "-s",
+            "sales",
+            "-set",
+            "from",
+            CALLER,
+            "-i",
+            "127.0.0.1",
+            "-r",
+            "15",
+            &target,
+        ],
+    );
+
+    let applied = "sip_ingress_policy_reloads_total{result=\"applied\"}";
+    for reload in 1..=10u32 {
+        // Odd reloads rewrite the configuration (noticed by the file check), switching between
+        // the default and the country policy; even ones are SIGHUPs.
+        if reload % 2 == 1 {
+            let module = if reload % 4 == 1 {
+                "country_policy.wasm"
+            } else {
+                "ingress_policy.wasm"
+            };
+            let text = original.replace(&policy("ingress_policy.wasm", 0), &policy(module, reload));
+            std::fs::write(&config, text).expect("config rewritten");
+        } else {
+            let sent = Command::new("kill")
+                .args(["-HUP", &world_pid(&world).to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success());
+        }
+        assert!(
+            wait_until(Duration::from_secs(5), || series(&world, applied)
+                == u64::from(reload)),
+            "reload {reload} not applied: {}",
+            log(&world.dir.join("ingress.log"))
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The ninth reload put the country policy in force.
+    let info = metrics(&world);
+    assert!(!info.contains(&default_sha), "{info}");
+    assert!(info.contains("sip_ingress_policy_info{sha256=\""), "{info}");
+
+    // A broken module is refused and the policy in force keeps serving.
+    let broken = world.dir.join("broken.wasm");
+    std::fs::write(&broken, b"not a component").expect("written");
+    let text = original.replace(
+        &wasm.join("ingress_policy.wasm").display().to_string(),
+        &broken.display().to_string(),
+    );
+    std::fs::write(&config, text).expect("config rewritten");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            series(
+                &world,
+                "sip_ingress_policy_reloads_total{result=\"refused\"}",
+            ) == 1
+        }),
+        "the broken module was not refused"
+    );
+    assert!(log(&world.dir.join("ingress.log")).contains("reload refused"));
+
+    finished_ok(&mut caller, &world.dir, "caller");
+    finished_ok(&mut agent, &world.dir, "agent");
+    assert_eq!(
+        series(
+            &world,
+            "sip_ingress_admission_total{decision=\"forward\",reason=\"admitted\"}"
+        ),
+        150
+    );
+    assert_eq!(
+        series(&world, "sip_ingress_policy_failures_total{kind=\"trap\"}"),
+        0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
