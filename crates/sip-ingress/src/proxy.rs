@@ -564,59 +564,13 @@ mod tests {
     use super::*;
     use std::num::NonZeroU32;
 
-    use policy::admission::{Admission, Invite, World};
-
-    /// The demo world's rules decided natively, so the proxy is tested without wasmtime.
-    struct Native(World);
-
-    impl Admit for Native {
-        fn decide(&mut self, facts: &Facts) -> admission::Verdict {
-            let invite = Invite {
-                source: facts.source.ip(),
-                from_user: &facts.from_user,
-                request_user: &facts.request_user,
-            };
-            match self.0.decide(&invite) {
-                Admission::Forward { tenant, agent } => {
-                    let target = uri::host_port(&agent.uri).expect("IP agent URI");
-                    admission::Verdict::Forward(admission::Forward {
-                        tenant: tenant.to_owned(),
-                        agent_id: agent.id.clone(),
-                        agent_uri: agent.uri.clone(),
-                        next_hop: admission::NextHop {
-                            host: target.host.to_string(),
-                            port: target.port_or(5060),
-                            transport: Transport::Udp,
-                        },
-                        headers: Vec::new(),
-                    })
-                }
-                Admission::Reject { code, reason } => admission::Verdict::Reject {
-                    code,
-                    reason: reason.into(),
-                },
-                Admission::Drop { reason } => admission::Verdict::Drop {
-                    reason: reason.into(),
-                },
-            }
-        }
-
-        fn knows_source(&self, source: IpAddr) -> bool {
-            self.0.knows_source(source)
-        }
-
-        fn wants_header(&self, _: &str) -> bool {
-            false
-        }
-    }
-
     fn proxy(rate: u32, burst: u32) -> Proxy {
         let config = crate::config::Config::parse(crate::config::DEMO).expect("demo");
-        let world = World::new(config.tenants, config.denied).expect("demo world");
+        let rules = crate::admission::oracle::NativeRules::new(&config).expect("demo rules");
         let quota = Quota::per_second(NonZeroU32::new(rate).expect("rate"))
             .allow_burst(NonZeroU32::new(burst).expect("burst"));
         Proxy::new(
-            Box::new(Native(world)),
+            Box::new(rules),
             "127.0.0.1:5060".parse().expect("addr"),
             quota,
         )

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use policy::admission::{Admission, DeniedSource, Invite, World};
+use policy::admission::DeniedSource;
 use sip_ingress::admission::host::{PolicyEngine, PolicyError};
 use sip_ingress::admission::live::{Generation, LivePolicy, POLICY_FAILURE};
+use sip_ingress::admission::oracle::NativeRules;
 use sip_ingress::admission::{Admit, Facts, Transport, Verdict};
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
@@ -56,42 +57,20 @@ fn facts(source: &str, from: &str, called: &str) -> Facts {
     }
 }
 
-/// What the native rules say, in the terms of a verdict: forward (tenant, agent URI, X-Dest-User,
-/// whether a Route to a proxy is pushed), or the code and reason of a refusal.
-fn native(world: &World, facts: &Facts) -> String {
-    let invite = Invite {
-        source: facts.source.ip(),
-        from_user: &facts.from_user,
-        request_user: &facts.request_user,
-    };
-    match world.decide(&invite) {
-        Admission::Forward { tenant, agent } => format!(
-            "forward {tenant} {} {:?} {}",
-            agent.uri,
-            agent.dest_user.as_ref().map(|d| d.as_str().to_owned()),
-            agent.route.as_ref().is_some_and(|r| r.proxy.is_some())
-        ),
-        Admission::Reject { code, reason } => format!("reject {code} {reason}"),
-        Admission::Drop { reason } => format!("drop {reason}"),
-    }
-}
-
+/// A verdict in a line, for the few checks that need only its gist.
 fn wasm(verdict: &Verdict) -> String {
     match verdict {
         Verdict::Forward(forward) => {
-            let header = |name: &str| {
-                forward
-                    .headers
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
-            };
+            let dest_user = forward
+                .headers
+                .iter()
+                .find(|(n, _)| n == "X-Dest-User")
+                .map(|(_, v)| v.clone());
             format!(
-                "forward {} {} {:?} {}",
+                "forward {} {} {dest_user:?} {}",
                 forward.tenant,
                 forward.agent_uri,
-                header("X-Dest-User"),
-                header("Route").is_some()
+                forward.headers.iter().any(|(n, _)| n == "Route")
             )
         }
         Verdict::Reject { code, reason } => format!("reject {code} {reason}"),
@@ -131,7 +110,7 @@ fn the_wasm_policy_decides_as_the_native_rules() {
     for denied in [DeniedSource::Drop, DeniedSource::Forbid] {
         let mut config = config("", "ingress_policy.wasm");
         config.denied = denied;
-        let oracle = World::new(config.tenants.clone(), denied).expect("world");
+        let mut oracle = NativeRules::new(&config).expect("rules");
         let (mut policy, _) = live(&config);
         let mut compared = 0;
         for source in sources {
@@ -139,8 +118,8 @@ fn the_wasm_policy_decides_as_the_native_rules() {
                 for user in called {
                     let facts = facts(source, from, user);
                     assert_eq!(
-                        wasm(&policy.decide(&facts)),
-                        native(&oracle, &facts),
+                        policy.decide(&facts),
+                        oracle.decide(&facts),
                         "{source} {from:?} -> {user:?} ({denied:?})"
                     );
                     compared += 1;
@@ -178,7 +157,7 @@ fn a_larger_generated_world_decides_as_the_native_rules() {
     let mut config = Config::parse(&text).expect("generated configuration");
     config.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
     config.policy.cache_dir = None;
-    let oracle = World::new(config.tenants.clone(), config.denied).expect("world");
+    let mut oracle = NativeRules::new(&config).expect("rules");
     let (mut policy, _) = live(&config);
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = |bound: u32| {
@@ -207,8 +186,8 @@ fn a_larger_generated_world_decides_as_the_native_rules() {
         };
         let facts = facts(&source, from, &user);
         assert_eq!(
-            wasm(&policy.decide(&facts)),
-            native(&oracle, &facts),
+            policy.decide(&facts),
+            oracle.decide(&facts),
             "{source} {from} -> {user}"
         );
     }

@@ -46,7 +46,9 @@ commands:
   test    install what is missing, then fmt, clippy and every test
   wasm    build the wasm artifacts into target/wasm/
   bench edge
-          Envoy + edge filter vs no filter, a no-op wasm filter and local_ratelimit";
+          Envoy + edge filter vs no filter, a no-op wasm filter and local_ratelimit
+  bench policy
+          one admission decision in wasmtime vs natively, 10k CIDRs and 100k agents";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -277,8 +279,14 @@ fn bench(name: Option<&str>) -> Result<()> {
                 .env("TRUNKGUARD_ENVOY", &envoy)
                 .env("TRUNKGUARD_WASM_DIR", root().join("target").join("wasm")))
         }
-        Some(other) => bail!("unknown benchmark {other:?}; available: edge"),
-        None => bail!("name a benchmark: cargo xtask bench edge"),
+        Some("policy") => {
+            wasm()?;
+            run(cargo()
+                .args(["bench", "-p", "sip-ingress", "--bench", "policy"])
+                .env("TRUNKGUARD_WASM_DIR", root().join("target").join("wasm")))
+        }
+        Some(other) => bail!("unknown benchmark {other:?}; available: edge, policy"),
+        None => bail!("name a benchmark: cargo xtask bench edge|policy"),
     }
 }
 

@@ -5,6 +5,7 @@
 //!   a deadline per call and a memory limit.
 //! * [`live`]: the policy in force for a proxy core, swapped atomically on reload, failing
 //!   closed when the policy traps, overruns its deadline or answers nonsense.
+//! * [`oracle`]: the same rules natively, which the wasm policy is tested against.
 //!
 //! This module holds what the proxy and the policy exchange, in the ingress's own types: the
 //! [`Facts`] of an INVITE and the [`Verdict`], checked before the proxy acts on it: a policy is
@@ -13,6 +14,7 @@
 
 pub mod host;
 pub mod live;
+pub mod oracle;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};

@@ -1,0 +1,292 @@
+//! `cargo xtask bench policy`: one admission decision by the default policy in wasmtime (the
+//! ingress's own host: facts lowered into the component, the verdict lifted and checked) vs the
+//! same rules natively ([`NativeRules`], facts in, owned verdict out), in a world of 1,000
+//! tenants with 10,000 CIDR entries and 100,000 agents.
+//!
+//! The calls address agents all over the world; each call's facts are built just before it is
+//! decided (untimed), as the ingress builds them from the packet just received. Criterion
+//! measures the mean of each; then every decision of a 100,000-call sample is timed alone for
+//! p50 and p99 (each including the ~20 ns of reading the clock), and the goals are checked: p50
+//! in wasmtime at most 2 us and at most 3x native.
+//!
+//! With `TRUNKGUARD_BENCH_SECONDS` below 3 (as `cargo xtask test` runs benchmarks) it is a smoke
+//! run: the same world, a short sample, goals reported but not enforced.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion};
+use policy::admission::{Agent, Tenant};
+use sip_ingress::admission::host::PolicyEngine;
+use sip_ingress::admission::live::LivePolicy;
+use sip_ingress::admission::oracle::NativeRules;
+use sip_ingress::admission::{Admit, Facts, Transport, Verdict};
+use sip_ingress::config::{Config, DEMO};
+use sip_ingress::metrics::Metrics;
+use tokio::sync::watch;
+
+const TENANTS: u32 = 1_000;
+const CIDRS_PER_TENANT: u32 = 10;
+const AGENTS_PER_TENANT: u32 = 100;
+
+fn tenant_network(t: u32, c: u32) -> String {
+    // IPv4 /24s for most entries, an IPv6 /48 for every tenth.
+    if c == 9 {
+        format!("2001:db8:{t:x}::/48")
+    } else {
+        format!("10.{}.{}.0/24", t % 250, (t / 250) * 10 + c)
+    }
+}
+
+fn world() -> Config {
+    let mut config = Config::parse(DEMO).expect("demo configuration");
+    config.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
+    config.policy.cache_dir = None;
+    config.policy.limits.memory_bytes = 512 << 20;
+    config.tenants = (0..TENANTS)
+        .map(|t| Tenant {
+            id: format!("tenant{t}"),
+            access: (0..CIDRS_PER_TENANT)
+                .map(|c| tenant_network(t, c).parse().expect("cidr"))
+                .collect(),
+            agents: (0..AGENTS_PER_TENANT)
+                .map(|a| Agent {
+                    id: format!("agent-{t}-{a}"),
+                    username: Some(format!("agent{t}x{a}")),
+                    number: Some(format!("+1555{t:04}{a:03}").parse().expect("e164")),
+                    uri: format!("sip:agent{t}x{a}@127.0.0.1:5090"),
+                    dest_user: (a % 2 == 0)
+                        .then(|| policy::DestUser::parse(&format!("desk.{a}")).expect("valid"))
+                        .flatten(),
+                    route: (a % 10 == 0).then(|| {
+                        "127.0.0.1:5090;proxyAddress=127.0.0.1:5091"
+                            .parse()
+                            .expect("route")
+                    }),
+                })
+                .collect(),
+        })
+        .collect();
+    config
+}
+
+/// One call of the mix, compactly: facts are built from it just before each decision, so they
+/// are in cache as they are in the ingress, which builds them from the packet just received.
+#[derive(Clone, Copy)]
+struct Call {
+    tenant: u32,
+    agent: u32,
+    cidr: u32,
+    kind: u32,
+}
+
+/// A call mix over the whole world: 80% admitted (by username or number), 10% unknown agent,
+/// 10% foreign source.
+fn calls(count: u32) -> Vec<Call> {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |bound: u32| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % u64::from(bound)) as u32
+    };
+    (0..count)
+        .map(|_| Call {
+            tenant: next(TENANTS),
+            agent: next(AGENTS_PER_TENANT),
+            cidr: next(CIDRS_PER_TENANT - 1),
+            kind: next(10),
+        })
+        .collect()
+}
+
+impl Call {
+    fn facts(self) -> Facts {
+        let Call {
+            tenant: t,
+            agent: a,
+            cidr: c,
+            kind,
+        } = self;
+        {
+            let allowed = IpAddr::V4(Ipv4Addr::new(
+                10,
+                (t % 250) as u8,
+                ((t / 250) * 10 + c) as u8,
+                7,
+            ));
+            let (source, user) = match kind {
+                0 => (allowed, format!("nobody{a}")),
+                1 => (
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb9, 0, 0, 0, 0, 0, 1)),
+                    format!("agent{t}x{a}"),
+                ),
+                2..=5 => (allowed, format!("agent{t}x{a}")),
+                _ => (allowed, format!("+1555{t:04}{a:03}")),
+            };
+            Facts {
+                source: SocketAddr::new(source, 5070),
+                transport: Transport::Udp,
+                request_uri: format!("sip:{user}@192.0.2.10:5060"),
+                request_user: user.clone(),
+                from_user: "+15551230000".into(),
+                from_display_name: Some("PBX".into()),
+                to_user: user,
+                to_display_name: None,
+                headers: Vec::new(),
+            }
+        }
+    }
+}
+
+/// p50 and p99 of deciding each call alone.
+fn percentiles(admit: &mut dyn Admit, calls: &[Call]) -> (Duration, Duration) {
+    let mut times: Vec<Duration> = calls
+        .iter()
+        .map(|call| {
+            let facts = call.facts();
+            let start = Instant::now();
+            black_box(admit.decide(black_box(&facts)));
+            start.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+    (at(0.50), at(0.99))
+}
+
+/// One decision in the demo world (a handful of agents, everything in cache): the fixed cost
+/// of a decision, for comparison with the large world's. Returns the p50s.
+fn demo_world(
+    engine: &PolicyEngine,
+    criterion: &mut Criterion,
+    calls: usize,
+) -> (Duration, Duration) {
+    let mut config = Config::parse(DEMO).expect("demo configuration");
+    config.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
+    config.policy.cache_dir = None;
+    let generation = sip_ingress::reload::build(engine, &config).expect("the policy loads");
+    let (_publish, updates) = watch::channel(Arc::new(generation));
+    let mut wasm = LivePolicy::new(updates, Arc::new(Metrics::default()));
+    let mut native = NativeRules::new(&config).expect("native rules");
+    let facts = Facts {
+        source: "127.0.0.1:5070".parse().expect("address"),
+        transport: Transport::Udp,
+        request_uri: "sip:sales@127.0.0.1:5060".into(),
+        request_user: "sales".into(),
+        from_user: "+15551230000".into(),
+        from_display_name: Some("PBX".into()),
+        to_user: "sales".into(),
+        to_display_name: None,
+        headers: Vec::new(),
+    };
+    let mut group = criterion.benchmark_group("demo");
+    group.bench_function("wasmtime", |b| b.iter(|| wasm.decide(black_box(&facts))));
+    group.bench_function("native", |b| b.iter(|| native.decide(black_box(&facts))));
+    group.finish();
+    let mut p50 = |admit: &mut dyn Admit| {
+        let mut times: Vec<Duration> = (0..calls)
+            .map(|_| {
+                let start = Instant::now();
+                black_box(admit.decide(black_box(&facts)));
+                start.elapsed()
+            })
+            .collect();
+        times.sort_unstable();
+        times[times.len() / 2]
+    };
+    (p50(&mut wasm), p50(&mut native))
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("TRUNKGUARD_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let smoke = seconds < 3;
+    let config = world();
+    let mut native = NativeRules::new(&config).expect("native rules");
+    let engine = PolicyEngine::new(None).expect("engine");
+    let loading = Instant::now();
+    let generation = sip_ingress::reload::build(&engine, &config).expect("the policy loads");
+    println!(
+        "world: {TENANTS} tenants, {} CIDR entries, {} agents; compiled and loaded in wasmtime in {:.2?}",
+        TENANTS * CIDRS_PER_TENANT,
+        TENANTS * AGENTS_PER_TENANT,
+        loading.elapsed()
+    );
+    let (_publish, updates) = watch::channel(Arc::new(generation));
+    let mut wasm = LivePolicy::new(updates, Arc::new(Metrics::default()));
+
+    let sample = calls(if smoke { 2_000 } else { 100_000 });
+    let mut admitted = 0;
+    for call in &sample {
+        let facts = call.facts();
+        let (ours, oracle) = (wasm.decide(&facts), native.decide(&facts));
+        assert_eq!(ours, oracle, "wasm and native disagree on {facts:?}");
+        admitted += usize::from(matches!(ours, Verdict::Forward(_)));
+    }
+    println!(
+        "sample: {} calls, {admitted} admitted; wasm and native agree on every one",
+        sample.len()
+    );
+
+    let mut criterion = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(if smoke { 1 } else { seconds }))
+        .warm_up_time(Duration::from_secs(1));
+    let mut group = criterion.benchmark_group("admission");
+    let mut index = 0;
+    let mut next_facts = || {
+        index = (index + 1) % sample.len();
+        sample[index].facts()
+    };
+    group.bench_function("wasmtime", |b| {
+        b.iter_batched_ref(
+            &mut next_facts,
+            |facts| wasm.decide(facts),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("native", |b| {
+        b.iter_batched_ref(
+            &mut next_facts,
+            |facts| native.decide(facts),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+
+    let (wasm_p50, wasm_p99) = percentiles(&mut wasm, &sample);
+    let (native_p50, native_p99) = percentiles(&mut native, &sample);
+    let ratio = wasm_p50.as_secs_f64() / native_p50.as_secs_f64();
+    let (demo_wasm, demo_native) = demo_world(&engine, &mut criterion, sample.len());
+    println!(
+        "\ndemo world (3 agents, all in cache): p50 wasmtime {demo_wasm:.2?}, native {demo_native:.2?}"
+    );
+    println!("\n{:<10} {:>10} {:>10}", "decision", "p50", "p99");
+    println!("{:<10} {:>10.2?} {:>10.2?}", "wasmtime", wasm_p50, wasm_p99);
+    println!(
+        "{:<10} {:>10.2?} {:>10.2?}",
+        "native", native_p50, native_p99
+    );
+    let p50_ok = wasm_p50 <= Duration::from_micros(2);
+    let ratio_ok = ratio <= 3.0;
+    let verdict = |ok: bool| if ok { "met" } else { "NOT MET" };
+    println!(
+        "goal: wasmtime p50 {wasm_p50:.2?} (<= 2us): {}",
+        verdict(p50_ok)
+    );
+    println!(
+        "goal: wasmtime p50 {ratio:.2}x native (<= 3x): {}",
+        verdict(ratio_ok)
+    );
+    if smoke {
+        println!("smoke run: decisions checked, goals not enforced");
+    } else if !(p50_ok && ratio_ok) {
+        eprintln!("policy benchmark: goals not met");
+        std::process::exit(1);
+    }
+}
