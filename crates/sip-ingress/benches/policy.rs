@@ -186,7 +186,7 @@ fn demo_world(
     group.bench_function("wasmtime", |b| b.iter(|| wasm.decide(black_box(&facts))));
     group.bench_function("native", |b| b.iter(|| native.decide(black_box(&facts))));
     group.finish();
-    let mut p50 = |admit: &mut dyn Admit| {
+    let p50 = |admit: &mut dyn Admit| {
         let mut times: Vec<Duration> = (0..calls)
             .map(|_| {
                 let start = Instant::now();
