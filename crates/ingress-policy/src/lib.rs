@@ -40,6 +40,8 @@ pub use bindings::{Guest, export_policy};
 /// The default rules over a loaded snapshot.
 pub struct Rules {
     world: World,
+    /// The verdict forwarding to each agent, by slot: built once at load, cloned per call.
+    forwards: Vec<Verdict>,
     settings: Vec<(String, String)>,
 }
 
@@ -194,8 +196,13 @@ impl Rules {
             wit::DeniedSource::Forbid => DeniedSource::Forbid,
         };
         let world = World::new(tenants, denied).map_err(|e| e.to_string())?;
+        let forwards = world
+            .agents()
+            .map(|(tenant, agent)| forward_to(&tenant.id, agent))
+            .collect();
         Ok(Self {
             world,
+            forwards,
             settings: snapshot.settings,
         })
     }
@@ -219,7 +226,15 @@ impl Rules {
             request_user: &invite.request_user,
         };
         match self.world.decide(&facts) {
-            Admission::Forward { tenant, agent } => forward_to(tenant, agent),
+            Admission::Forward {
+                tenant,
+                agent,
+                slot,
+            } => self
+                .forwards
+                .get(slot)
+                .cloned()
+                .unwrap_or_else(|| forward_to(tenant, agent)),
             Admission::Reject { code, reason } => Verdict::Reject(Reject {
                 code,
                 reason: reason.into(),

@@ -80,6 +80,9 @@ pub enum Admission<'w> {
         tenant: &'w str,
         /// The agent.
         agent: &'w Agent,
+        /// The agent's place among all agents, in configuration order (`0..World::agent_count`),
+        /// for callers that keep per-agent data beside the world.
+        slot: usize,
     },
     /// Answer with this status.
     Reject {
@@ -116,6 +119,8 @@ pub struct World {
     any_access: AccessList,
     /// Username or number -> (tenant, agent).
     agents: HashMap<String, (usize, usize)>,
+    /// The slot of each tenant's first agent.
+    first_slot: Vec<usize>,
     denied: DeniedSource,
 }
 
@@ -143,12 +148,21 @@ impl World {
             }
         }
         let access = tenants.iter().map(|t| AccessList::new(&t.access)).collect();
+        let first_slot = tenants
+            .iter()
+            .scan(0, |next, tenant| {
+                let first = *next;
+                *next += tenant.agents.len();
+                Some(first)
+            })
+            .collect();
         let any_access = AccessList::new(tenants.iter().flat_map(|t| t.access.iter()));
         Ok(Self {
             tenants,
             access,
             any_access,
             agents,
+            first_slot,
             denied,
         })
     }
@@ -161,6 +175,13 @@ impl World {
     /// The tenants.
     pub fn tenants(&self) -> &[Tenant] {
         &self.tenants
+    }
+
+    /// Every agent with its tenant, in slot order (see [`Admission::Forward`]).
+    pub fn agents(&self) -> impl Iterator<Item = (&Tenant, &Agent)> {
+        self.tenants
+            .iter()
+            .flat_map(|tenant| tenant.agents.iter().map(move |agent| (tenant, agent)))
     }
 
     fn denied(&self) -> Admission<'_> {
@@ -195,6 +216,7 @@ impl World {
             Some((tenant, agent)) => Admission::Forward {
                 tenant: &self.tenants[tenant].id,
                 agent: &self.tenants[tenant].agents[agent],
+                slot: self.first_slot[tenant] + agent,
             },
             None => Admission::Reject {
                 code: 404,
@@ -366,6 +388,35 @@ mod tests {
     }
 
     #[test]
+    fn slots_number_agents_in_configuration_order() {
+        let world = demo(DeniedSource::Drop);
+        let slots: Vec<(String, usize)> = ["sales", "support", "+15550100003"]
+            .iter()
+            .map(|called| {
+                let source = if called.starts_with('+') {
+                    "127.0.0.4"
+                } else {
+                    "127.0.0.1"
+                };
+                match world.decide(&invite(source, "+15551230000", called)) {
+                    Admission::Forward { agent, slot, .. } => (agent.id.clone(), slot),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(
+            slots,
+            [
+                ("sales".into(), 0),
+                ("support".into(), 1),
+                ("acme-bot".into(), 2)
+            ]
+        );
+        let order: Vec<&str> = world.agents().map(|(_, a)| a.id.as_str()).collect();
+        assert_eq!(order, ["sales", "support", "acme-bot"]);
+    }
+
+    #[test]
     fn one_name_for_two_agents_is_refused() {
         let tenant = |id: &str| Tenant {
             id: id.into(),
@@ -380,7 +431,7 @@ mod tests {
     #[test]
     fn the_demo_agents_carry_their_headers_and_routes() {
         let world = demo(DeniedSource::Drop);
-        let Admission::Forward { agent, tenant } =
+        let Admission::Forward { agent, tenant, .. } =
             world.decide(&invite("127.0.0.1", "+15551230000", "sales"))
         else {
             panic!("not forwarded")

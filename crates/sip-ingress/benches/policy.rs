@@ -148,7 +148,7 @@ fn percentiles(admit: &mut dyn Admit, calls: &[Call]) -> (Duration, Duration) {
         .map(|call| {
             let facts = call.facts();
             let start = Instant::now();
-            black_box(admit.decide(black_box(&facts)));
+            black_box(admit.decide(black_box(facts)));
             start.elapsed()
         })
         .collect();
@@ -183,14 +183,23 @@ fn demo_world(
         headers: Vec::new(),
     };
     let mut group = criterion.benchmark_group("demo");
-    group.bench_function("wasmtime", |b| b.iter(|| wasm.decide(black_box(&facts))));
-    group.bench_function("native", |b| b.iter(|| native.decide(black_box(&facts))));
+    group.bench_function("wasmtime", |b| {
+        b.iter_batched(|| facts.clone(), |f| wasm.decide(f), BatchSize::SmallInput)
+    });
+    group.bench_function("native", |b| {
+        b.iter_batched(
+            || facts.clone(),
+            |f| native.decide(f),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
     let p50 = |admit: &mut dyn Admit| {
         let mut times: Vec<Duration> = (0..calls)
             .map(|_| {
+                let call = facts.clone();
                 let start = Instant::now();
-                black_box(admit.decide(black_box(&facts)));
+                black_box(admit.decide(black_box(call)));
                 start.elapsed()
             })
             .collect();
@@ -224,7 +233,7 @@ fn main() {
     let mut admitted = 0;
     for call in &sample {
         let facts = call.facts();
-        let (ours, oracle) = (wasm.decide(&facts), native.decide(&facts));
+        let (ours, oracle) = (wasm.decide(facts.clone()), native.decide(facts.clone()));
         assert_eq!(ours, oracle, "wasm and native disagree on {facts:?}");
         admitted += usize::from(matches!(ours, Verdict::Forward(_)));
     }
@@ -244,14 +253,14 @@ fn main() {
         sample[index].facts()
     };
     group.bench_function("wasmtime", |b| {
-        b.iter_batched_ref(
+        b.iter_batched(
             &mut next_facts,
             |facts| wasm.decide(facts),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("native", |b| {
-        b.iter_batched_ref(
+        b.iter_batched(
             &mut next_facts,
             |facts| native.decide(facts),
             BatchSize::SmallInput,

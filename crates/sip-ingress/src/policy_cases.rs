@@ -199,7 +199,7 @@ pub fn run(generation: Generation, cases: &str) -> Result<Vec<Outcome>, String> 
         .zip(&expectations)
         .map(|(case, expected)| Outcome {
             name: case.name.clone(),
-            failure: check(case, expected, &policy.decide(&facts(case))).err(),
+            failure: check(case, expected, &policy.decide(facts(case))).err(),
         })
         .collect())
 }

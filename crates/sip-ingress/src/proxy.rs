@@ -345,7 +345,7 @@ impl Proxy {
             return (vec![Outgoing { to: source, bytes }], Event::Retransmission);
         }
         let facts = self.facts(request, source, transport);
-        let forward = match self.admission.decide(&facts) {
+        let forward = match self.admission.decide(facts) {
             admission::Verdict::Drop { reason } => return (Vec::new(), Event::Refused(reason)),
             admission::Verdict::Reject { code, reason } => {
                 let (out, _) = Self::answer(head, source, code, &[]);

@@ -118,8 +118,8 @@ fn the_wasm_policy_decides_as_the_native_rules() {
                 for user in called {
                     let facts = facts(source, from, user);
                     assert_eq!(
-                        policy.decide(&facts),
-                        oracle.decide(&facts),
+                        policy.decide(facts.clone()),
+                        oracle.decide(facts),
                         "{source} {from:?} -> {user:?} ({denied:?})"
                     );
                     compared += 1;
@@ -186,8 +186,8 @@ fn a_larger_generated_world_decides_as_the_native_rules() {
         };
         let facts = facts(&source, from, &user);
         assert_eq!(
-            policy.decide(&facts),
-            oracle.decide(&facts),
+            policy.decide(facts.clone()),
+            oracle.decide(facts),
             "{source} {from} -> {user}"
         );
     }
@@ -208,7 +208,7 @@ fn a_misbehaving_policy_fails_closed_and_is_replaced() {
         let served = facts("127.0.0.1", "+15551230000", "sales");
         for fault in ["trap", "spin", "hog", "forge", "trap"] {
             assert_eq!(
-                policy.decide(&facts("127.0.0.1", "+15551230000", fault)),
+                policy.decide(facts("127.0.0.1", "+15551230000", fault)),
                 Verdict::Reject {
                     code: failure_status,
                     reason: POLICY_FAILURE.into()
@@ -217,7 +217,7 @@ fn a_misbehaving_policy_fails_closed_and_is_replaced() {
             );
             // The next call gets a fresh instance and is served.
             assert_eq!(
-                wasm(&policy.decide(&served)),
+                wasm(&policy.decide(served.clone())),
                 "forward demo sip:sales@127.0.0.1:5090 Some(\"sales.desk\") false",
                 "after {fault}"
             );
@@ -294,7 +294,7 @@ fn compiled_policies_are_cached_on_disk() {
     let (_publish, updates) = watch::channel(Arc::new(generation));
     let mut policy = LivePolicy::new(updates, Arc::new(Metrics::default()));
     assert!(matches!(
-        policy.decide(&facts("127.0.0.1", "+15551230000", "sales")),
+        policy.decide(facts("127.0.0.1", "+15551230000", "sales")),
         Verdict::Forward(_)
     ));
 
@@ -317,7 +317,7 @@ fn a_generation_is_checked_before_it_is_published() {
     let (publish, updates) = watch::channel(Arc::new(good));
     let mut policy = LivePolicy::new(updates, Arc::new(Metrics::default()));
     let call = facts("127.0.0.1", "+15551230000", "sales");
-    assert!(matches!(policy.decide(&call), Verdict::Forward(_)));
+    assert!(matches!(policy.decide(call.clone()), Verdict::Forward(_)));
     // A new generation with the country policy allowing only +44: the next call sees it.
     let country = config(
         "[policy.settings]\nallowed_prefixes = \"+44\"\n",
@@ -335,7 +335,7 @@ fn a_generation_is_checked_before_it_is_published() {
     assert_ne!(swapped.sha256(), sha);
     publish.send_replace(Arc::new(swapped));
     assert_eq!(
-        policy.decide(&call),
+        policy.decide(call.clone()),
         Verdict::Reject {
             code: 403,
             reason: "country_not_allowed".into()

@@ -351,11 +351,11 @@ pub struct PolicyInstance {
 
 impl PolicyInstance {
     /// Decides one INVITE. After an error the instance must not be used again.
-    pub fn decide(&mut self, facts: &Facts) -> Result<Verdict, PolicyError> {
+    pub fn decide(&mut self, facts: Facts) -> Result<Verdict, PolicyError> {
         self.store.set_epoch_deadline(self.deadline);
         let verdict = self
             .bindings
-            .call_decide(&mut self.store, &facts.to_wit())
+            .call_decide(&mut self.store, &facts.into_wit())
             .map_err(call_error)?;
         Verdict::from_wit(verdict).map_err(PolicyError::Invalid)
     }

@@ -102,7 +102,7 @@ impl LivePolicy {
 }
 
 impl Admit for LivePolicy {
-    fn decide(&mut self, facts: &Facts) -> Verdict {
+    fn decide(&mut self, facts: Facts) -> Verdict {
         if self.updates.has_changed().unwrap_or(false) {
             self.current = Arc::clone(&self.updates.borrow_and_update());
             self.instance = None;

@@ -119,7 +119,7 @@ pub enum Verdict {
 /// What decides initial INVITEs for a proxy core.
 pub trait Admit: Send {
     /// Decides one initial INVITE. Never fails: a failing policy yields a fail-closed reject.
-    fn decide(&mut self, facts: &Facts) -> Verdict;
+    fn decide(&mut self, facts: Facts) -> Verdict;
 
     /// Whether some tenant allows `source`: over the flood limit such a source is told to retry
     /// later, any other learns nothing.
@@ -182,22 +182,22 @@ fn wit_transport(transport: Transport) -> wit::Transport {
 
 impl Facts {
     /// The facts in the component's types.
-    pub(crate) fn to_wit(&self) -> wit::Invite {
-        let header = |(name, value): &(String, String)| wit::Header {
-            name: name.clone(),
-            value: value.clone(),
-        };
+    pub(crate) fn into_wit(self) -> wit::Invite {
         wit::Invite {
             source_address: self.source.ip().to_string(),
             source_port: self.source.port(),
             transport: wit_transport(self.transport),
-            request_uri: self.request_uri.clone(),
-            request_user: self.request_user.clone(),
-            from_user: self.from_user.clone(),
-            from_display_name: self.from_display_name.clone(),
-            to_user: self.to_user.clone(),
-            to_display_name: self.to_display_name.clone(),
-            headers: self.headers.iter().map(header).collect(),
+            request_uri: self.request_uri,
+            request_user: self.request_user,
+            from_user: self.from_user,
+            from_display_name: self.from_display_name,
+            to_user: self.to_user,
+            to_display_name: self.to_display_name,
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(name, value)| wit::Header { name, value })
+                .collect(),
         }
     }
 }

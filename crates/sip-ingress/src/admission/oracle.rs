@@ -92,14 +92,14 @@ fn forward(tenant: &str, agent: &Agent) -> Verdict {
 }
 
 impl Admit for NativeRules {
-    fn decide(&mut self, facts: &Facts) -> Verdict {
+    fn decide(&mut self, facts: Facts) -> Verdict {
         let invite = Invite {
             source: facts.source.ip(),
             from_user: &facts.from_user,
             request_user: &facts.request_user,
         };
         match self.world.decide(&invite) {
-            Admission::Forward { tenant, agent } => forward(tenant, agent),
+            Admission::Forward { tenant, agent, .. } => forward(tenant, agent),
             Admission::Reject { code, reason } => Verdict::Reject {
                 code,
                 reason: reason.into(),
