@@ -491,15 +491,19 @@ fn ten_reloads_under_load_fail_no_call() {
     let world = start_ingress_with("reload", &policy("ingress_policy.wasm", 0));
     let config = world.dir.join("ingress.toml");
     let original = std::fs::read_to_string(&config).expect("config");
-    let default_sha = metrics(&world)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("sip_ingress_policy_info{sha256=\"")?
-                .split('"')
-                .next()
-                .map(str::to_owned)
-        })
-        .expect("the module in force is exposed");
+    // /metrics names the module in force by the SHA-256 of its file.
+    let in_force = |module: &str| {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(std::fs::read(wasm.join(module)).expect("module"));
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sip_ingress_policy_info{{sha256=\"{hex}\"}} 1")
+    };
+    let has_line = |line: &str| metrics(&world).lines().any(|l| l == line);
+    assert!(
+        has_line(&in_force("ingress_policy.wasm")),
+        "{}",
+        metrics(&world)
+    );
 
     // 150 calls at 15 per second: about ten seconds of load, through every reload below.
     let checks = r#"<ereg regexp="X-Dest-User: sales\.desk" search_in="msg" check_it="true" assign_to="seen"/>"#;
@@ -568,10 +572,17 @@ fn ten_reloads_under_load_fail_no_call() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    // The ninth reload put the country policy in force.
-    let info = metrics(&world);
-    assert!(!info.contains(&default_sha), "{info}");
-    assert!(info.contains("sip_ingress_policy_info{sha256=\""), "{info}");
+    // The ninth reload put the country policy in force, and only it is shown.
+    assert!(
+        has_line(&in_force("country_policy.wasm")),
+        "{}",
+        metrics(&world)
+    );
+    assert!(
+        !has_line(&in_force("ingress_policy.wasm")),
+        "{}",
+        metrics(&world)
+    );
 
     // A broken module is refused and the policy in force keeps serving.
     let broken = world.dir.join("broken.wasm");
@@ -591,6 +602,23 @@ fn ten_reloads_under_load_fail_no_call() {
         "the broken module was not refused"
     );
     assert!(log(&world.dir.join("ingress.log")).contains("reload refused"));
+    // So is a broken configuration.
+    std::fs::write(&config, original.replace("[sip]", "[sip]\nnot_a_key = 1")).expect("written");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            series(
+                &world,
+                "sip_ingress_policy_reloads_total{result=\"refused\"}",
+            ) == 2
+        }),
+        "the broken configuration was not refused"
+    );
+    assert!(log(&world.dir.join("ingress.log")).contains("not_a_key"));
+    assert!(
+        has_line(&in_force("country_policy.wasm")),
+        "{}",
+        metrics(&world)
+    );
 
     finished_ok(&mut caller, &world.dir, "caller");
     finished_ok(&mut agent, &world.dir, "agent");
