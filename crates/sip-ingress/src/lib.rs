@@ -6,6 +6,7 @@
 //! * [`config`]: the TOML configuration, with the demo world embedded.
 //! * [`proxy`]: the proxy core: admission, forwarding, dialogs, responses, without sockets.
 //! * [`metrics`]: counters and gauges, exposed as Prometheus text.
+//! * [`store`]: the control-plane store (SQLite): what tenants configure through the API.
 //! * [`tcp`]: SIP over TCP connections, feeding the proxy core of their listening address.
 //! * [`sip`]: SIP messages as received: framing by Content-Length, a normalising header layer
 //!   (compact names, folded lines, white space around `:`) that keeps every header's place in the
@@ -19,4 +20,5 @@ pub mod policy_cases;
 pub mod proxy;
 pub mod reload;
 pub mod sip;
+pub mod store;
 pub mod tcp;
