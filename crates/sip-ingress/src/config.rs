@@ -31,8 +31,17 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     policy: RawPolicy,
+    api: Option<RawApi>,
     #[serde(default)]
     tenants: Vec<RawTenant>,
+}
+
+/// The control-plane API and its database; no API when absent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: SocketAddr,
+    database: PathBuf,
 }
 
 /// The admission policy module and how it runs.
@@ -146,7 +155,7 @@ struct RawAgent {
 }
 
 /// A checked configuration.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// UDP addresses to listen on.
     pub udp: Vec<SocketAddr>,
@@ -166,6 +175,17 @@ pub struct Config {
     pub flood: governor::Quota,
     /// Where `/metrics` is served, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The control-plane API, if served.
+    pub api: Option<ApiConfig>,
+}
+
+/// The control-plane API (`[api]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Where it listens: loopback only, behind the edge.
+    pub listen: SocketAddr,
+    /// The SQLite database.
+    pub database: PathBuf,
 }
 
 /// The admission policy and how it runs (`[policy]`).
@@ -250,6 +270,15 @@ impl Config {
             }
         };
         let policy = check_policy(raw.policy, &mut problems);
+        if let Some(api) = &raw.api
+            && !api.listen.ip().is_loopback()
+        {
+            problems.push(format!(
+                "api.listen: {} is not a loopback address (the API trusts x-tenant-id, which only \
+                 the edge may set)",
+                api.listen
+            ));
+        }
         let mut tenants = Vec::new();
         for (t, tenant) in raw.tenants.iter().enumerate() {
             let at = format!("tenants[{t}]");
@@ -293,6 +322,10 @@ impl Config {
             policy,
             flood: flood.ok_or_else(|| ConfigError(vec!["flood: invalid".to_owned()]))?,
             metrics: raw.metrics.listen,
+            api: raw.api.map(|api| ApiConfig {
+                listen: api.listen,
+                database: api.database,
+            }),
         })
     }
 }
@@ -307,6 +340,9 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.policy.module = base.join(&config.policy.module);
         config.policy.cache_dir = config.policy.cache_dir.map(|dir| base.join(dir));
+        if let Some(api) = &mut config.api {
+            api.database = base.join(&api.database);
+        }
         Ok(config)
     }
 

@@ -6,6 +6,7 @@
 //! * [`config`]: the TOML configuration, with the demo world embedded.
 //! * [`proxy`]: the proxy core: admission, forwarding, dialogs, responses, without sockets.
 //! * [`metrics`]: counters and gauges, exposed as Prometheus text.
+//! * [`api`]: the control-plane API (axum), tenant-scoped by `x-tenant-id`.
 //! * [`store`]: the control-plane store (SQLite): what tenants configure through the API.
 //! * [`tcp`]: SIP over TCP connections, feeding the proxy core of their listening address.
 //! * [`sip`]: SIP messages as received: framing by Content-Length, a normalising header layer
@@ -14,6 +15,7 @@
 //!   sections 8.2 and 16.3), measured against the RFC 4475 and RFC 5118 torture messages.
 
 pub mod admission;
+pub mod api;
 pub mod config;
 pub mod metrics;
 pub mod policy_cases;

@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use sip_ingress::admission::Transport;
 use sip_ingress::admission::host::PolicyEngine;
 use sip_ingress::admission::live::LivePolicy;
+use sip_ingress::api::Api;
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
 use sip_ingress::proxy::{Event, Proxy};
 use sip_ingress::reload::{self, Reloader};
+use sip_ingress::store::Store;
 use sip_ingress::tcp::{self, Connections, Inbound};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
@@ -184,7 +186,13 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
     let mut tasks = tokio::task::JoinSet::new();
     let engine =
         Arc::new(PolicyEngine::new(config.policy.cache_dir.clone()).map_err(|e| e.to_string())?);
-    let generation = reload::build(&engine, &config)?;
+    let store = match &config.api {
+        Some(api) => Some(Arc::new(
+            Store::open(&api.database).map_err(|e| format!("api.database: {e}"))?,
+        )),
+        None => None,
+    };
+    let generation = reload::build_with_store(&engine, &config, store.as_deref())?;
     tracing::info!(
         module = %config.policy.module.display(),
         sha256 = generation.sha256(),
@@ -229,7 +237,27 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
         };
         tasks.spawn(run_core(transports, proxy, Arc::clone(&metrics)));
     }
-    let reloader = Reloader::new(engine, config_path, config, publish, Arc::clone(&metrics));
+    let mut reloader = Reloader::new(
+        engine,
+        config_path,
+        config.clone(),
+        publish,
+        Arc::clone(&metrics),
+    );
+    if let (Some(api), Some(store)) = (&config.api, store) {
+        let listener = TcpListener::bind(api.listen)
+            .await
+            .map_err(|e| format!("cannot serve the API on {}: {e}", api.listen))?;
+        tracing::info!(addr = %api.listen, database = %api.database.display(), "serving the control-plane API");
+        let (apply, applies) = mpsc::channel(16);
+        let router = sip_ingress::api::router(Arc::new(Api::new(Arc::clone(&store), apply)));
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("API server stopped: {e}");
+            }
+        });
+        reloader = reloader.with_store(store, applies);
+    }
     tasks.spawn(reloader.run());
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {

@@ -1,5 +1,6 @@
-//! Hot reload of the admission policy and the configuration, on SIGHUP and when the policy
-//! module or the configuration file changes (checked every second).
+//! Hot reload of the admission policy and the configuration, on SIGHUP, when the policy module
+//! or the configuration file changes (checked every second), and when the control-plane API
+//! changes the store (the API waits until the change is in force).
 //!
 //! A reload builds a new [`Generation`] (read, compile, instantiate, load) off the proxy cores,
 //! and publishes it only if all of that worked; otherwise the error is logged and the policy in
@@ -13,10 +14,14 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use tokio::sync::mpsc;
+
 use crate::admission::host::PolicyEngine;
 use crate::admission::live::Generation;
+use crate::api::Apply;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// How often the files are checked for changes.
 const POLL: Duration = Duration::from_secs(1);
@@ -38,6 +43,24 @@ pub fn build(engine: &PolicyEngine, config: &Config) -> Result<Generation, Strin
         .map_err(|e| format!("policy module {}: {e}", path.display()))
 }
 
+/// Builds the generation for `config` with what the store holds added to it.
+pub fn build_with_store(
+    engine: &PolicyEngine,
+    config: &Config,
+    store: Option<&Store>,
+) -> Result<Generation, String> {
+    match store {
+        Some(store) => {
+            let mut effective = config.clone();
+            store
+                .merge_into(&mut effective.tenants)
+                .map_err(|e| e.to_string())?;
+            build(engine, &effective)
+        }
+        None => build(engine, config),
+    }
+}
+
 /// What identifies a file's version without reading it.
 type Stamp = Option<(SystemTime, u64)>;
 
@@ -49,13 +72,14 @@ fn stamp(path: &Path) -> Stamp {
 /// The settings a reload cannot change.
 fn fixed(config: &Config) -> String {
     format!(
-        "{:?} {:?} {:?} {} {:?} {:?}",
+        "{:?} {:?} {:?} {} {:?} {:?} {:?}",
         config.udp,
         config.tcp,
         config.tcp_idle,
         config.tcp_connections_per_source,
         config.flood,
-        config.metrics
+        config.metrics,
+        config.api
     )
 }
 
@@ -65,6 +89,8 @@ pub struct Reloader {
     /// The configuration file; `None` for the embedded demo world.
     config_path: Option<PathBuf>,
     config: Config,
+    store: Option<Arc<Store>>,
+    applies: Option<mpsc::Receiver<Apply>>,
     publish: watch::Sender<Arc<Generation>>,
     metrics: Arc<Metrics>,
 }
@@ -82,9 +108,18 @@ impl Reloader {
             engine,
             config_path,
             config,
+            store: None,
+            applies: None,
             publish,
             metrics,
         }
+    }
+
+    /// Also puts `store`'s content in force, initially and on each request from `applies`.
+    pub fn with_store(mut self, store: Arc<Store>, applies: mpsc::Receiver<Apply>) -> Self {
+        self.store = Some(store);
+        self.applies = Some(applies);
+        self
     }
 
     fn stamps(&self) -> (Stamp, Stamp) {
@@ -108,6 +143,11 @@ impl Reloader {
         let mut poll = tokio::time::interval(POLL);
         loop {
             let cause = tokio::select! {
+                Some(done) = async { self.applies.as_mut()?.recv().await } => {
+                    let applied = self.apply_store().await;
+                    let _ = done.send(applied);
+                    continue;
+                }
                 Some(()) = async { hangups.as_mut()?.recv().await } => "SIGHUP",
                 _ = poll.tick() => {
                     if self.stamps() == seen {
@@ -123,16 +163,41 @@ impl Reloader {
         }
     }
 
+    /// Puts the configuration in force with the store's current content.
+    async fn apply_store(&mut self) -> Result<(), String> {
+        let engine = Arc::clone(&self.engine);
+        let store = self.store.clone();
+        let config = self.config.clone();
+        let generation = tokio::task::spawn_blocking(move || {
+            build_with_store(&engine, &config, store.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        match generation {
+            Ok(generation) => {
+                self.metrics.policy_reload(true);
+                self.publish.send_replace(Arc::new(generation));
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.policy_reload(false);
+                tracing::error!("a control-plane change could not be put in force: {e}");
+                Err(e)
+            }
+        }
+    }
+
     async fn reload(mut self, cause: &'static str) -> Self {
         let path = self.config_path.clone();
         let engine = Arc::clone(&self.engine);
+        let store = self.store.clone();
         let current = fixed(&self.config);
         let built = tokio::task::spawn_blocking(move || {
             let config = match &path {
                 Some(path) => Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?,
                 None => Config::parse(crate::config::DEMO).map_err(|e| e.to_string())?,
             };
-            let generation = build(&engine, &config)?;
+            let generation = build_with_store(&engine, &config, store.as_deref())?;
             Ok::<_, String>((config, generation))
         })
         .await

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use policy::AccessEntry;
+use policy::admission::Tenant;
 use policy::body::IpAccessEntryBody;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -178,6 +179,22 @@ impl Store {
         Ok(deleted == 1)
     }
 
+    /// Adds every stored entry to its tenant's access list in `tenants` (a tenant the
+    /// configuration does not name is added, with no agents).
+    pub fn merge_into(&self, tenants: &mut Vec<Tenant>) -> Result<(), StoreError> {
+        for record in self.all_access()? {
+            match tenants.iter_mut().find(|t| t.id == record.tenant) {
+                Some(tenant) => tenant.access.push(record.entry),
+                None => tenants.push(Tenant {
+                    id: record.tenant,
+                    access: vec![record.entry],
+                    agents: Vec::new(),
+                }),
+            }
+        }
+        Ok(())
+    }
+
     /// `tenant`'s entry `id`, if it exists.
     pub fn access_entry(&self, tenant: &str, id: &str) -> Result<Option<AccessRecord>, StoreError> {
         let connection = self.connection();
@@ -241,6 +258,39 @@ mod tests {
         assert_eq!(
             store.access_entry("demo", &a.id).expect("read"),
             Some(a.clone())
+        );
+    }
+
+    #[test]
+    fn stored_entries_join_their_tenants_access_lists() {
+        let store = Store::open(&scratch("merge")).expect("opens");
+        store
+            .add_access("demo", &body("127.0.0.3/32", None))
+            .expect("added");
+        store
+            .add_access("newco", &body("192.0.2.0/24", None))
+            .expect("added");
+        let mut tenants = vec![Tenant {
+            id: "demo".into(),
+            access: vec!["127.0.0.1/32".parse().expect("entry")],
+            agents: Vec::new(),
+        }];
+        store.merge_into(&mut tenants).expect("merged");
+        let lists: Vec<(String, Vec<String>)> = tenants
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    t.access.iter().map(ToString::to_string).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            lists,
+            [
+                ("demo".into(), vec!["127.0.0.1".into(), "127.0.0.3".into()]),
+                ("newco".into(), vec!["192.0.2.0/24".into()]),
+            ]
         );
     }
 

@@ -1,0 +1,252 @@
+//! The control-plane API of the real `sip-ingress` binary, over loopback: an access-list entry
+//! added through the API lets the next INVITE from that source in, deleting it shuts it out
+//! again, tenants never see or touch each other's entries, invalid requests get RFC 9457
+//! answers, and what was acknowledged survives a SIGKILL.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use trunkguard::process::{Guarded, wait_until};
+
+struct Ingress {
+    sip: SocketAddr,
+    api: SocketAddr,
+    _process: Guarded,
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trunkguard-api-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn start(dir: &Path, sip_port: u16, api_port: u16) -> Ingress {
+    let config = format!(
+        r#"
+[sip]
+udp = ["127.0.0.1:{sip_port}"]
+
+[api]
+listen = "127.0.0.1:{api_port}"
+database = "trunkguard.db"
+
+[[tenants]]
+id = "demo"
+access = ["127.0.0.1/32"]
+
+[[tenants.agents]]
+id = "sales"
+username = "sales"
+uri = "sip:sales@127.0.0.1:9"
+
+[[tenants]]
+id = "acme"
+access = ["127.0.0.4/32"]
+"#
+    );
+    let path = dir.join("ingress.toml");
+    std::fs::write(&path, config).expect("config written");
+    let log = dir.join("ingress.log");
+    let process = Guarded::spawn(
+        "sip-ingress",
+        Command::new(env!("CARGO_BIN_EXE_sip-ingress"))
+            .arg("--config")
+            .arg(&path),
+        &log,
+    );
+    let ready = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("serving the control-plane API"))
+    });
+    assert!(
+        ready,
+        "sip-ingress did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    Ingress {
+        sip: SocketAddr::from(([127, 0, 0, 1], sip_port)),
+        api: SocketAddr::from(([127, 0, 0, 1], api_port)),
+        _process: process,
+    }
+}
+
+/// An INVITE for `sales` from `source`; the first answer within a second.
+fn invite(ingress: &Ingress, source: &str, n: u32) -> Option<String> {
+    let socket = UdpSocket::bind((source, 0)).expect("loopback source");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let port = socket.local_addr().expect("addr").port();
+    let message = format!(
+        "INVITE sip:sales@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {source}:{port};branch=z9hG4bK-api-{n}\r\n\
+         From: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:sales@127.0.0.1>\r\nCall-ID: api-{n}\r\n\
+         CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket
+        .send_to(message.as_bytes(), ingress.sip)
+        .expect("sent");
+    let mut buffer = [0u8; 4096];
+    socket
+        .recv_from(&mut buffer)
+        .ok()
+        .map(|(n, _)| String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+fn call(
+    ingress: &Ingress,
+    method: &str,
+    path: &str,
+    tenant: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, Option<String>) {
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(tenant) = tenant {
+        headers.push(("x-tenant-id", tenant));
+    }
+    let response =
+        trunkguard::http::request(ingress.api, method, path, &headers, body.map(str::as_bytes));
+    let content_type = response.header("content-type").map(str::to_owned);
+    (
+        response.status,
+        String::from_utf8_lossy(&response.body).into_owned(),
+        content_type,
+    )
+}
+
+fn id_of(body: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(body).expect("json");
+    value["id"].as_str().expect("an id").to_owned()
+}
+
+const LIST: &str = "/v1/sip/ip-access-list";
+
+#[test]
+fn an_entry_added_through_the_api_admits_the_next_invite_and_deleting_it_shuts_it_out() {
+    let dir = scratch("loop");
+    let ingress = start(&dir, trunkguard::free_udp_port(), trunkguard::free_port());
+    assert_eq!(invite(&ingress, "127.0.0.3", 1), None, "not yet allowed");
+
+    let (status, body, _) = call(
+        &ingress,
+        "POST",
+        LIST,
+        Some("demo"),
+        Some(r#"{"address":"127.0.0.3/32","description":"new PBX"}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = id_of(&body);
+    let answer = invite(&ingress, "127.0.0.3", 2).expect("admitted at once");
+    assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
+
+    // Another tenant sees nothing and cannot delete it.
+    let (status, body, _) = call(&ingress, "GET", LIST, Some("acme"), None);
+    assert_eq!((status, body.as_str()), (200, r#"{"items":[]}"#));
+    let (status, _, content_type) = call(
+        &ingress,
+        "DELETE",
+        &format!("{LIST}/{id}"),
+        Some("acme"),
+        None,
+    );
+    assert_eq!(status, 404);
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let (status, body, _) = call(&ingress, "GET", LIST, Some("demo"), None);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(&id) && body.contains(r#""address":"127.0.0.3""#) && body.contains("new PBX"),
+        "{body}"
+    );
+
+    let (status, _, _) = call(
+        &ingress,
+        "DELETE",
+        &format!("{LIST}/{id}"),
+        Some("demo"),
+        None,
+    );
+    assert_eq!(status, 204);
+    assert_eq!(invite(&ingress, "127.0.0.3", 3), None, "shut out again");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn invalid_requests_get_problem_documents() {
+    let dir = scratch("invalid");
+    let ingress = start(&dir, trunkguard::free_udp_port(), trunkguard::free_port());
+    let (status, body, content_type) = call(
+        &ingress,
+        "POST",
+        LIST,
+        Some("demo"),
+        Some(r#"{"address":"10.0.0.1/24","description":7}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    assert!(body.contains(r#""pointer":"/address""#), "{body}");
+    assert!(body.contains("did you mean 10.0.0.0/24?"), "{body}");
+    assert!(body.contains(r#""pointer":"/description""#), "{body}");
+
+    let (status, body, _) = call(
+        &ingress,
+        "POST",
+        LIST,
+        None,
+        Some(r#"{"address":"10.0.0.1"}"#),
+    );
+    assert_eq!(status, 401, "{body}");
+    let (status, _, _) = call(&ingress, "PUT", LIST, Some("demo"), Some("{}"));
+    assert_eq!(status, 405);
+    let (status, _, _) = call(&ingress, "GET", "/v1/nothing", Some("demo"), None);
+    assert_eq!(status, 404);
+    let response = trunkguard::http::request(
+        ingress.api,
+        "POST",
+        LIST,
+        &[("x-tenant-id", "demo"), ("content-type", "text/plain")],
+        Some(b"address=10.0.0.1"),
+    );
+    assert_eq!(response.status, 415);
+    // Nothing was stored by any of these.
+    let (_, body, _) = call(&ingress, "GET", LIST, Some("demo"), None);
+    assert_eq!(body, r#"{"items":[]}"#);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn acknowledged_entries_survive_sigkill() {
+    let dir = scratch("durable");
+    let (sip_port, api_port) = (trunkguard::free_udp_port(), trunkguard::free_port());
+    let ingress = start(&dir, sip_port, api_port);
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let (status, body, _) = call(
+            &ingress,
+            "POST",
+            LIST,
+            Some("demo"),
+            Some(&format!(r#"{{"address":"10.9.{n}.0/24"}}"#)),
+        );
+        assert_eq!(status, 201, "{body}");
+        ids.push(id_of(&body));
+    }
+    let (status, _, _) = call(
+        &ingress,
+        "POST",
+        LIST,
+        Some("demo"),
+        Some(r#"{"address":"127.0.0.3"}"#),
+    );
+    assert_eq!(status, 201);
+    // Guarded kills with SIGKILL.
+    drop(ingress);
+    let ingress = start(&dir, sip_port, api_port);
+    let (_, body, _) = call(&ingress, "GET", LIST, Some("demo"), None);
+    for id in &ids {
+        assert!(body.contains(id.as_str()), "{id} lost: {body}");
+    }
+    let answer = invite(&ingress, "127.0.0.3", 4).expect("the stored entry is in force");
+    assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
