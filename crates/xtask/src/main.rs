@@ -305,8 +305,8 @@ fn up() -> Result<()> {
          \n  edge         http://127.0.0.1:10000/v1/... (Envoy with edge_filter.wasm)\
          \n  admin        http://127.0.0.1:9901/stats?filter=wasmcustom\
          \n  API keys     tg_demo_0123456789abcdef (tenant demo), tg_acme_0123456789abcdef (tenant acme)\
-         \n  upstream     127.0.0.1:8081, the control-plane API: not part of this build yet, so\
-         \n               requests the filter accepts get Envoy's 503; rejections are answered\
+         \n  API          127.0.0.1:8081, the ingress's control-plane API behind the edge (so far the\
+         \n               SIP IP access list; other routes the filter accepts get 404), data in trunkguard.db\
          \n\nCtrl-C stops everything.\n"
     );
     // Both children get the terminal's Ctrl-C; the ingress is also killed if Envoy stops first.
