@@ -4,6 +4,7 @@
 //! boundaries, and the helpers they share: locating tools and artifacts, starting processes that
 //! are always stopped, a small HTTP/1.1 client and an upstream that records what it receives.
 
+pub mod edge;
 pub mod http;
 pub mod process;
 pub mod upstream;

@@ -2,15 +2,11 @@
 //! receives: every rejection status, byte-identical forwarding, the exact shared rate limit,
 //! the metrics, and a configuration Envoy must refuse.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use trunkguard::http::{self, Connection, Response};
-use trunkguard::process::{Guarded, wait_until};
+use trunkguard::edge::{Edge, read, start_envoy};
+use trunkguard::http::{Connection, Response};
 use trunkguard::upstream::Upstream;
 
 const DEMO_KEY: &str = "tg_demo_0123456789abcdef";
@@ -19,118 +15,6 @@ const AGENT: &str = "/v1/agents/3fa85f64-5717-4562-b3fc-2c963f66afa6/sip-registr
 /// The demo limit (envoy/envoy.yaml): 10 requests/s, burst 20, per key and route class.
 const RATE: f64 = 10.0;
 const BURST: u64 = 20;
-
-/// An Envoy running `envoy/envoy.yaml` with its ports and wasm path replaced.
-struct Edge {
-    listener: SocketAddr,
-    admin: SocketAddr,
-    process: Guarded,
-    log: PathBuf,
-}
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trunkguard-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    dir
-}
-
-/// The demo configuration with `edits` applied, each of which must match exactly once.
-fn envoy_config(edits: &[(&str, String)]) -> String {
-    let path = trunkguard::workspace_root()
-        .join("envoy")
-        .join("envoy.yaml");
-    let mut config = std::fs::read_to_string(&path).expect("envoy/envoy.yaml is readable");
-    for (from, to) in edits {
-        assert_eq!(
-            config.matches(from).count(),
-            1,
-            "{from:?} must occur once in envoy.yaml"
-        );
-        config = config.replace(from, to);
-    }
-    config
-}
-
-fn start_envoy(name: &str, upstream_port: u16, extra_edits: &[(&str, String)]) -> Edge {
-    let (listener_port, admin_port) = (trunkguard::free_port(), trunkguard::free_port());
-    let wasm = trunkguard::wasm_artifact("edge_filter.wasm");
-    let mut edits = vec![
-        ("port_value: 10000", format!("port_value: {listener_port}")),
-        ("port_value: 9901", format!("port_value: {admin_port}")),
-        ("port_value: 8081", format!("port_value: {upstream_port}")),
-        (
-            "filename: target/wasm/edge_filter.wasm",
-            format!("filename: {}", wasm.display()),
-        ),
-    ];
-    edits.extend(extra_edits.iter().cloned());
-    let dir = scratch_dir(name);
-    let config = dir.join("envoy.yaml");
-    std::fs::write(&config, envoy_config(&edits)).expect("config is writable");
-    let log = dir.join("envoy.log");
-    let process = Guarded::spawn(
-        "envoy",
-        Command::new(trunkguard::envoy_binary())
-            .arg("-c")
-            .arg(&config)
-            .args([
-                "--concurrency",
-                "2",
-                "--disable-hot-restart",
-                "--log-level",
-                "info",
-            ]),
-        &log,
-    );
-    Edge {
-        listener: SocketAddr::from(([127, 0, 0, 1], listener_port)),
-        admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-        process,
-        log,
-    }
-}
-
-impl Edge {
-    fn wait_ready(&mut self) {
-        let admin = self.admin;
-        let ready = wait_until(Duration::from_secs(30), || {
-            Connection::open(admin)
-                .and_then(|mut c| c.request("GET", "/ready", &[], None))
-                .is_ok_and(|r| r.status == 200)
-        });
-        assert!(
-            ready,
-            "Envoy did not become ready; log:\n{}",
-            read(&self.log)
-        );
-    }
-
-    fn send(
-        &self,
-        case: &str,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-    ) -> Response {
-        let mut all = vec![("x-case", case)];
-        all.extend_from_slice(headers);
-        http::request(self.listener, method, path, &all, body)
-    }
-
-    fn stats(&self) -> BTreeMap<String, u64> {
-        let text = http::request(self.admin, "GET", "/stats", &[], None).body;
-        String::from_utf8_lossy(&text)
-            .lines()
-            .filter_map(|l| l.split_once(": "))
-            .filter_map(|(n, v)| Some((n.to_owned(), v.trim().parse().ok()?)))
-            .collect()
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
 
 fn assert_problem(response: &Response, status: u16, slug: &str) -> serde_json::Value {
     assert_eq!(

@@ -250,3 +250,52 @@ fn acknowledged_entries_survive_sigkill() {
     assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Through the edge: Envoy with the filter and the demo keys in front of the ingress's API.
+#[test]
+fn the_loop_through_the_edge_changes_who_gets_in() {
+    let dir = scratch("edge");
+    let ingress = start(&dir, trunkguard::free_udp_port(), trunkguard::free_port());
+    let mut edge = trunkguard::edge::start_envoy("api-loop", ingress.api.port(), &[]);
+    edge.wait_ready();
+    let send = |key: &str, method: &str, path: &str, body: Option<&str>| {
+        let response = edge.send(
+            "api-loop",
+            method,
+            path,
+            &[("x-api-key", key), ("content-type", "application/json")],
+            body.map(str::as_bytes),
+        );
+        (
+            response.status,
+            String::from_utf8_lossy(&response.body).into_owned(),
+        )
+    };
+    const DEMO: &str = "tg_demo_0123456789abcdef";
+    const ACME: &str = "tg_acme_0123456789abcdef";
+
+    assert_eq!(invite(&ingress, "127.0.0.3", 10), None);
+    let (status, body) = send(DEMO, "POST", LIST, Some(r#"{"address":"127.0.0.3/32"}"#));
+    assert_eq!(status, 201, "{body}");
+    let id = id_of(&body);
+    let answer = invite(&ingress, "127.0.0.3", 11).expect("admitted");
+    assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
+
+    // acme's key reaches the same API as tenant acme: nothing to see, nothing to delete.
+    assert_eq!(
+        send(ACME, "GET", LIST, None),
+        (200, r#"{"items":[]}"#.to_owned())
+    );
+    let (status, _) = send(ACME, "DELETE", &format!("{LIST}/{id}"), None);
+    assert_eq!(status, 404);
+
+    // An invalid body is refused at the edge (and, as tested above, by the API too).
+    let (status, body) = send(DEMO, "POST", LIST, Some(r#"{"address":"10.0.0.1/24"}"#));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("did you mean 10.0.0.0/24?"), "{body}");
+
+    let (status, _) = send(DEMO, "DELETE", &format!("{LIST}/{id}"), None);
+    assert_eq!(status, 204);
+    assert_eq!(invite(&ingress, "127.0.0.3", 12), None, "shut out again");
+    let _ = std::fs::remove_dir_all(&dir);
+}
