@@ -1,12 +1,22 @@
 //! The control-plane API (HTTP, axum) on loopback, behind the edge: the resources the ingress
 //! enforces, scoped to the tenant named by `x-tenant-id` (which the edge sets from the API key;
-//! a request without it is refused, 401). So far: the SIP IP access list (seed 001).
+//! a request without it is refused, 401).
 //!
 //! ```text
-//! GET    /v1/sip/ip-access-list              200 {"items": [{"id", "address", "description"}]}
-//! POST   /v1/sip/ip-access-list              201 the entry, Location: .../{id}
-//! DELETE /v1/sip/ip-access-list/{entryId}    204, or 404 (also for another tenant's entry)
+//! GET    /v1/sip/ip-access-list                       200 {"items": [{"id", "address", "description"}]}
+//! POST   /v1/sip/ip-access-list                       201 the entry, Location: .../{id}
+//! DELETE /v1/sip/ip-access-list/{entryId}             204, or 404 (also for another tenant's entry)
+//! PUT    /v1/agents/{agentId}/sip-registration        201 created / 200 replaced: the registration
+//!                                                     (no password) with extension and
+//!                                                     registrationEnabled; 409 if its username or
+//!                                                     DID already names another agent
+//! GET    /v1/agents/{agentId}/sip-registration        200 the same, or 404
+//! DELETE /v1/agents/{agentId}/sip-registration        204, or 404
+//! GET    /v1/agents/{agentId}/sip-registration/status 200 {"agentId", "registrationEnabled", "state"}
 //! ```
+//!
+//! A registration makes its agent addressable by username and DID at the ingress's agent gateway
+//! (`[api] agent_gateway`), with its X-Dest-User, through its proxy when it has one.
 //!
 //! Bodies are validated with the same `policy` rules as the edge and refused with the same
 //! RFC 9457 documents, so the API is safe when called without the edge too. A write returns once
@@ -20,7 +30,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use policy::body::IpAccessEntryBody;
+use policy::body::{IpAccessEntryBody, SipRegistration, SipRegistrationView};
 use policy::problem::CONTENT_TYPE as PROBLEM;
 use policy::{Problem, ProblemKind, parse_body};
 use serde_json::json;
@@ -124,16 +134,8 @@ async fn add_access(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes
     let Some(tenant) = tenant(&headers) else {
         return unauthenticated();
     };
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return problem(&Problem::new(
-            ProblemKind::UnsupportedMediaType,
-            "the body must be application/json",
-        ));
+    if !is_json(&headers) {
+        return not_json();
     }
     let entry: IpAccessEntryBody = match parse_body(&body) {
         Ok(entry) => entry,
@@ -179,6 +181,179 @@ async fn delete_access(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Whether `id` is a UUID in its canonical text form (seed 000: "UUID format").
+fn is_uuid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn bad_agent_id() -> Response {
+    problem(&Problem::invalid_parameter(
+        "agentId",
+        "must be a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    ))
+}
+
+fn no_registration(agent_id: &str) -> Response {
+    problem(&Problem::new(
+        ProblemKind::NotFound,
+        format!("agent {agent_id} has no SIP registration"),
+    ))
+}
+
+fn registration_json(agent_id: &str, registration: SipRegistration) -> serde_json::Value {
+    let mut value =
+        serde_json::to_value(SipRegistrationView::from(registration)).unwrap_or_else(|_| json!({}));
+    if let Some(object) = value.as_object_mut() {
+        object.insert("agentId".into(), json!(agent_id));
+    }
+    value
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn not_json() -> Response {
+    problem(&Problem::new(
+        ProblemKind::UnsupportedMediaType,
+        "the body must be application/json",
+    ))
+}
+
+async fn put_registration(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(tenant) = tenant(&headers) else {
+        return unauthenticated();
+    };
+    if !is_uuid(&agent_id) {
+        return bad_agent_id();
+    }
+    if !is_json(&headers) {
+        return not_json();
+    }
+    let registration: SipRegistration = match parse_body(&body) {
+        Ok(registration) => registration,
+        Err(errors) => return problem(&Problem::invalid_body(&errors)),
+    };
+    let previous = match api
+        .store
+        .put_registration(&tenant, &agent_id, &registration)
+    {
+        Ok(previous) => previous,
+        Err(e) => return internal(e),
+    };
+    if let Err(e) = api.apply().await {
+        // Most likely the username or DID names another agent (perhaps another tenant's, which
+        // must not be disclosed): put back what was there.
+        tracing::warn!(tenant, agent_id, "registration refused: {e}");
+        let restored = match &previous {
+            Some(previous) => api
+                .store
+                .put_registration(&tenant, &agent_id, previous)
+                .map(|_| ()),
+            None => api
+                .store
+                .delete_registration(&tenant, &agent_id)
+                .map(|_| ()),
+        };
+        if let Err(e) = restored {
+            return internal(e);
+        }
+        if let Err(e) = api.apply().await {
+            return internal(e);
+        }
+        return problem(&Problem::new(
+            ProblemKind::Conflict,
+            "the username or DID already names another agent",
+        ));
+    }
+    tracing::info!(tenant, agent_id, "sip registration saved");
+    let status = if previous.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    json(status, &registration_json(&agent_id, registration))
+}
+
+async fn get_registration(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Response {
+    let Some(tenant) = tenant(&headers) else {
+        return unauthenticated();
+    };
+    if !is_uuid(&agent_id) {
+        return bad_agent_id();
+    }
+    match api.store.registration(&tenant, &agent_id) {
+        Ok(Some(registration)) => json(StatusCode::OK, &registration_json(&agent_id, registration)),
+        Ok(None) => no_registration(&agent_id),
+        Err(e) => internal(e),
+    }
+}
+
+async fn registration_status(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Response {
+    let Some(tenant) = tenant(&headers) else {
+        return unauthenticated();
+    };
+    if !is_uuid(&agent_id) {
+        return bad_agent_id();
+    }
+    match api.store.registration(&tenant, &agent_id) {
+        // Saved means in force at the ingress: the API answered only once it was.
+        Ok(Some(_)) => json(
+            StatusCode::OK,
+            &json!({ "agentId": agent_id, "registrationEnabled": true, "state": "active" }),
+        ),
+        Ok(None) => no_registration(&agent_id),
+        Err(e) => internal(e),
+    }
+}
+
+async fn delete_registration(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+) -> Response {
+    let Some(tenant) = tenant(&headers) else {
+        return unauthenticated();
+    };
+    if !is_uuid(&agent_id) {
+        return bad_agent_id();
+    }
+    match api.store.delete_registration(&tenant, &agent_id) {
+        Ok(true) => {}
+        Ok(false) => return no_registration(&agent_id),
+        Err(e) => return internal(e),
+    }
+    if let Err(e) = api.apply().await {
+        return internal(format!(
+            "registration of {agent_id} deleted but still in force: {e}"
+        ));
+    }
+    tracing::info!(tenant, agent_id, "sip registration deleted");
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn not_found() -> Response {
     problem(&Problem::new(ProblemKind::NotFound, "no such resource"))
 }
@@ -195,6 +370,16 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/v1/sip/ip-access-list", get(list_access).post(add_access))
         .route("/v1/sip/ip-access-list/{entry_id}", delete(delete_access))
+        .route(
+            "/v1/agents/{agent_id}/sip-registration",
+            get(get_registration)
+                .put(put_registration)
+                .delete(delete_registration),
+        )
+        .route(
+            "/v1/agents/{agent_id}/sip-registration/status",
+            get(registration_status),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)

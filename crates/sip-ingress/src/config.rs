@@ -42,6 +42,15 @@ struct RawConfig {
 struct RawApi {
     listen: SocketAddr,
     database: PathBuf,
+    #[serde(default = "default_gateway")]
+    agent_gateway: String,
+}
+
+/// Where agents registered through the API are reached, unless `[api] agent_gateway` says.
+pub const DEFAULT_GATEWAY: &str = "sip:{username}@127.0.0.1:5090";
+
+fn default_gateway() -> String {
+    DEFAULT_GATEWAY.to_owned()
 }
 
 /// The admission policy module and how it runs.
@@ -186,6 +195,8 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// The SQLite database.
     pub database: PathBuf,
+    /// The agent URI of agents registered through the API, `{username}` standing for theirs.
+    pub agent_gateway: String,
 }
 
 /// The admission policy and how it runs (`[policy]`).
@@ -271,6 +282,15 @@ impl Config {
         };
         let policy = check_policy(raw.policy, &mut problems);
         if let Some(api) = &raw.api
+            && !(api.agent_gateway.starts_with("sip:{username}@")
+                && crate::sip::uri::host_port(&api.agent_gateway).is_some())
+        {
+            problems.push(format!(
+                "api.agent_gateway: {:?} must be sip:{{username}}@host[:port]",
+                api.agent_gateway
+            ));
+        }
+        if let Some(api) = &raw.api
             && !api.listen.ip().is_loopback()
         {
             problems.push(format!(
@@ -325,6 +345,7 @@ impl Config {
             api: raw.api.map(|api| ApiConfig {
                 listen: api.listen,
                 database: api.database,
+                agent_gateway: api.agent_gateway,
             }),
         })
     }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::admission::host::PolicyEngine;
 use crate::admission::live::Generation;
 use crate::api::Apply;
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_GATEWAY};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -52,8 +52,12 @@ pub fn build_with_store(
     match store {
         Some(store) => {
             let mut effective = config.clone();
+            let gateway = config
+                .api
+                .as_ref()
+                .map_or(DEFAULT_GATEWAY, |api| api.agent_gateway.as_str());
             store
-                .merge_into(&mut effective.tenants)
+                .merge_into(&mut effective.tenants, gateway)
                 .map_err(|e| e.to_string())?;
             build(engine, &effective)
         }

@@ -1,5 +1,7 @@
 //! The control-plane store: what tenants configure through the API, in an embedded SQLite
-//! database. So far: the SIP IP access list (seed 001).
+//! database: the SIP IP access list (seed 001) and agents' SIP registrations (seed 000). A
+//! registration's password is kept in its own column and never leaves the store but through
+//! [`Store::registration`], whose `SipRegistration` does not serialise it.
 //!
 //! Every write is one transaction, and returns only once SQLite has made it durable (WAL
 //! journal, `synchronous = FULL`): what the API acknowledges survives a crash of the process or
@@ -9,9 +11,10 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use policy::AccessEntry;
-use policy::admission::Tenant;
-use policy::body::IpAccessEntryBody;
+use policy::admission::{Agent, Tenant};
+use policy::body::{IpAccessEntryBody, RegistrationTransport, SipRegistration};
+use policy::json::Port;
+use policy::{AccessEntry, Route};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Why the store failed.
@@ -54,7 +57,80 @@ CREATE TABLE IF NOT EXISTS access_entries (
     description TEXT
 );
 CREATE INDEX IF NOT EXISTS access_entries_by_tenant ON access_entries (tenant);
+CREATE TABLE IF NOT EXISTS registrations (
+    tenant       TEXT NOT NULL,
+    agent_id     TEXT NOT NULL,
+    registration TEXT NOT NULL,
+    password     TEXT NOT NULL,
+    PRIMARY KEY (tenant, agent_id)
+);
 ";
+
+/// An agent's SIP registration as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationRecord {
+    /// The tenant.
+    pub tenant: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The registration (its password does not serialise).
+    pub registration: SipRegistration,
+}
+
+/// The registration back from its stored JSON and password.
+fn registration_of(json: &str, password: String) -> Result<SipRegistration, StoreError> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| StoreError(format!("stored registration: {e}")))?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("password".into(), serde_json::Value::String(password));
+    }
+    policy::parse_body(value.to_string().as_bytes())
+        .map_err(|_| StoreError("a stored registration no longer validates".into()))
+}
+
+/// The agent a registration makes addressable: by its username and DID, at the agent gateway
+/// (`{username}` in `gateway` replaced), with its X-Dest-User, through its proxy when it has one.
+pub fn registered_agent(
+    agent_id: &str,
+    registration: &SipRegistration,
+    gateway: &str,
+) -> Result<Agent, StoreError> {
+    let username = registration.username.as_str();
+    let uri = gateway.replace("{username}", username);
+    let route = match &registration.proxy {
+        Some(proxy) => {
+            let target = uri
+                .split_once('@')
+                .map(|(_, host)| host)
+                .ok_or_else(|| StoreError(format!("agent gateway {uri:?} has no host")))?;
+            let port = proxy
+                .port
+                .or(registration.port.map(Port::as_u16))
+                .unwrap_or(policy::route::DEFAULT_PORT);
+            let transport = match registration.transport {
+                Some(RegistrationTransport::Tcp | RegistrationTransport::Tls) => "tcp",
+                _ => "udp",
+            };
+            let text = format!(
+                "{target};transport={transport};proxyAddress={}:{port}",
+                proxy.host
+            );
+            Some(
+                text.parse::<Route>()
+                    .map_err(|e| StoreError(format!("route {text:?}: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    Ok(Agent {
+        id: agent_id.to_owned(),
+        username: Some(username.to_owned()),
+        number: registration.did.clone(),
+        uri,
+        dest_user: registration.x_dest_user.clone(),
+        route,
+    })
+}
 
 /// The database.
 pub struct Store {
@@ -179,20 +255,110 @@ impl Store {
         Ok(deleted == 1)
     }
 
-    /// Adds every stored entry to its tenant's access list in `tenants` (a tenant the
-    /// configuration does not name is added, with no agents).
-    pub fn merge_into(&self, tenants: &mut Vec<Tenant>) -> Result<(), StoreError> {
+    /// Adds what the store holds to `tenants`: every entry to its tenant's access list, every
+    /// registered agent (reached at `gateway`) to its tenant's agents, replacing a configured
+    /// agent of the same id. A tenant the configuration does not name is added.
+    pub fn merge_into(&self, tenants: &mut Vec<Tenant>, gateway: &str) -> Result<(), StoreError> {
+        fn tenant<'a>(tenants: &'a mut Vec<Tenant>, id: &str) -> &'a mut Tenant {
+            let at = match tenants.iter().position(|t| t.id == id) {
+                Some(at) => at,
+                None => {
+                    tenants.push(Tenant {
+                        id: id.to_owned(),
+                        access: Vec::new(),
+                        agents: Vec::new(),
+                    });
+                    tenants.len() - 1
+                }
+            };
+            &mut tenants[at]
+        }
         for record in self.all_access()? {
-            match tenants.iter_mut().find(|t| t.id == record.tenant) {
-                Some(tenant) => tenant.access.push(record.entry),
-                None => tenants.push(Tenant {
-                    id: record.tenant,
-                    access: vec![record.entry],
-                    agents: Vec::new(),
-                }),
-            }
+            tenant(tenants, &record.tenant).access.push(record.entry);
+        }
+        for record in self.all_registrations()? {
+            let agent = registered_agent(&record.agent_id, &record.registration, gateway)?;
+            let agents = &mut tenant(tenants, &record.tenant).agents;
+            agents.retain(|a| a.id != agent.id);
+            agents.push(agent);
         }
         Ok(())
+    }
+
+    /// Stores `tenant`'s registration for `agent_id`; returns the one it replaces, if any.
+    pub fn put_registration(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        registration: &SipRegistration,
+    ) -> Result<Option<SipRegistration>, StoreError> {
+        let previous = self.registration(tenant, agent_id)?;
+        let json = serde_json::to_string(registration)
+            .map_err(|e| StoreError(format!("registration: {e}")))?;
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        transaction.execute(
+            "INSERT OR REPLACE INTO registrations (tenant, agent_id, registration, password) VALUES (?1, ?2, ?3, ?4)",
+            params![tenant, agent_id, json, registration.password.expose()],
+        )?;
+        transaction.commit()?;
+        Ok(previous)
+    }
+
+    /// `tenant`'s registration for `agent_id`.
+    pub fn registration(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+    ) -> Result<Option<SipRegistration>, StoreError> {
+        let found = self
+            .connection()
+            .query_row(
+                "SELECT registration, password FROM registrations WHERE tenant = ?1 AND agent_id = ?2",
+                params![tenant, agent_id],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        found
+            .map(|(json, password)| registration_of(&json, password))
+            .transpose()
+    }
+
+    /// Deletes `tenant`'s registration for `agent_id`; `false` when there is none.
+    pub fn delete_registration(&self, tenant: &str, agent_id: &str) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        let deleted = transaction.execute(
+            "DELETE FROM registrations WHERE tenant = ?1 AND agent_id = ?2",
+            params![tenant, agent_id],
+        )?;
+        transaction.commit()?;
+        Ok(deleted == 1)
+    }
+
+    /// Every registration, for the admission snapshot.
+    pub fn all_registrations(&self) -> Result<Vec<RegistrationRecord>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(
+            "SELECT tenant, agent_id, registration, password FROM registrations ORDER BY rowid",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })?;
+        rows.map(|found| {
+            let (tenant, agent_id, json, password) = found?;
+            Ok(RegistrationRecord {
+                tenant,
+                agent_id,
+                registration: registration_of(&json, password)?,
+            })
+        })
+        .collect()
     }
 
     /// `tenant`'s entry `id`, if it exists.
@@ -275,7 +441,9 @@ mod tests {
             access: vec!["127.0.0.1/32".parse().expect("entry")],
             agents: Vec::new(),
         }];
-        store.merge_into(&mut tenants).expect("merged");
+        store
+            .merge_into(&mut tenants, "sip:{username}@127.0.0.1:5090")
+            .expect("merged");
         let lists: Vec<(String, Vec<String>)> = tenants
             .iter()
             .map(|t| {
@@ -292,6 +460,51 @@ mod tests {
                 ("newco".into(), vec!["192.0.2.0/24".into()]),
             ]
         );
+    }
+
+    fn registration(body: &str) -> SipRegistration {
+        policy::parse_body(body.as_bytes()).expect("valid registration")
+    }
+
+    #[test]
+    fn registrations_keep_their_password_apart_and_become_agents() {
+        let store = Store::open(&scratch("registrations")).expect("opens");
+        let first = registration(
+            r#"{"domain":"pbx.example.com","username":"newagent","password":"hunter2","did":"+15550100009","xDestUser":"desk.9"}"#,
+        );
+        assert_eq!(
+            store
+                .put_registration("demo", "a1", &first)
+                .expect("stored"),
+            None
+        );
+        let read = store
+            .registration("demo", "a1")
+            .expect("read")
+            .expect("found");
+        assert_eq!(read.password.expose(), "hunter2");
+        assert_eq!(read, first);
+        assert_eq!(store.registration("acme", "a1").expect("read"), None);
+
+        let proxied = registration(
+            r#"{"domain":"pbx.example.com","username":"newagent","password":"x","proxy":"10.0.0.9","port":5080,"transport":"tcp"}"#,
+        );
+        let previous = store
+            .put_registration("demo", "a1", &proxied)
+            .expect("stored");
+        assert_eq!(previous, Some(first));
+        let mut tenants = Vec::new();
+        store
+            .merge_into(&mut tenants, "sip:{username}@127.0.0.1:5090")
+            .expect("merged");
+        let agent = &tenants[0].agents[0];
+        assert_eq!(agent.uri, "sip:newagent@127.0.0.1:5090");
+        assert_eq!(
+            agent.route.as_ref().map(ToString::to_string).as_deref(),
+            Some("127.0.0.1:5090;transport=tcp;proxyAddress=10.0.0.9:5080")
+        );
+        assert!(store.delete_registration("demo", "a1").expect("deleted"));
+        assert!(!store.delete_registration("demo", "a1").expect("gone"));
     }
 
     #[test]

@@ -24,6 +24,11 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn start(dir: &Path, sip_port: u16, api_port: u16) -> Ingress {
+    start_with_gateway(dir, sip_port, api_port, 9)
+}
+
+/// The ingress, with agents registered through the API reached at 127.0.0.1:`gateway_port`.
+fn start_with_gateway(dir: &Path, sip_port: u16, api_port: u16, gateway_port: u16) -> Ingress {
     let config = format!(
         r#"
 [sip]
@@ -32,6 +37,7 @@ udp = ["127.0.0.1:{sip_port}"]
 [api]
 listen = "127.0.0.1:{api_port}"
 database = "trunkguard.db"
+agent_gateway = "sip:{{username}}@127.0.0.1:{gateway_port}"
 
 [[tenants]]
 id = "demo"
@@ -297,5 +303,125 @@ fn the_loop_through_the_edge_changes_who_gets_in() {
     let (status, _) = send(DEMO, "DELETE", &format!("{LIST}/{id}"), None);
     assert_eq!(status, 204);
     assert_eq!(invite(&ingress, "127.0.0.3", 12), None, "shut out again");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const AGENT: &str = "/v1/agents/3fa85f64-5717-4562-b3fc-2c963f66afa6/sip-registration";
+
+/// The next datagram on `socket` within two seconds.
+fn received(socket: &UdpSocket) -> Option<String> {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut buffer = [0u8; 8192];
+    socket
+        .recv_from(&mut buffer)
+        .ok()
+        .map(|(n, _)| String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+fn invite_for(ingress: &Ingress, called: &str, n: u32) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("socket");
+    let port = socket.local_addr().expect("addr").port();
+    let message = format!(
+        "INVITE sip:{called}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-reg-{n}\r\n\
+         From: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:{called}@127.0.0.1>\r\nCall-ID: reg-{n}\r\n\
+         CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket
+        .send_to(message.as_bytes(), ingress.sip)
+        .expect("sent");
+}
+
+#[test]
+fn a_registered_agent_is_reached_by_username_and_did_with_its_x_dest_user() {
+    let dir = scratch("registration");
+    let gateway = UdpSocket::bind("127.0.0.1:0").expect("gateway socket");
+    let gateway_port = gateway.local_addr().expect("addr").port();
+    let ingress = start_with_gateway(
+        &dir,
+        trunkguard::free_udp_port(),
+        trunkguard::free_port(),
+        gateway_port,
+    );
+    let body = r#"{"domain":"pbx.example.com","username":"newagent","password":"hunter2","did":"+15550100009","xDestUser":"desk.9"}"#;
+    let (status, text, _) = call(&ingress, "PUT", AGENT, Some("demo"), Some(body));
+    assert_eq!(status, 201, "{text}");
+    let view: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(view["extension"], "newagent");
+    assert_eq!(view["registrationEnabled"], true);
+    assert_eq!(view["xDestUser"], "desk.9");
+    assert!(
+        !text.contains("hunter2") && view.get("password").is_none(),
+        "{text}"
+    );
+
+    // Reached by username and by DID, at the gateway, with X-Dest-User.
+    invite_for(&ingress, "newagent", 1);
+    let forwarded = received(&gateway).expect("forwarded to the gateway");
+    assert!(
+        forwarded.starts_with(&format!(
+            "INVITE sip:newagent@127.0.0.1:{gateway_port} SIP/2.0"
+        )),
+        "{forwarded}"
+    );
+    assert!(forwarded.contains("X-Dest-User: desk.9\r\n"), "{forwarded}");
+    invite_for(&ingress, "+15550100009", 2);
+    assert!(received(&gateway).is_some_and(|m| m.starts_with("INVITE sip:newagent@")));
+
+    let (status, text, _) = call(&ingress, "GET", AGENT, Some("demo"), None);
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let (status, text, _) = call(
+        &ingress,
+        "GET",
+        &format!("{AGENT}/status"),
+        Some("demo"),
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""state":"active""#), "{text}");
+    // Another tenant sees no registration and cannot delete it.
+    assert_eq!(call(&ingress, "GET", AGENT, Some("acme"), None).0, 404);
+    assert_eq!(call(&ingress, "DELETE", AGENT, Some("acme"), None).0, 404);
+
+    // A username that names another agent (even another tenant's) is a conflict that discloses
+    // nothing, and the registration in force stays.
+    let clash = r#"{"domain":"pbx.example.com","username":"sales","password":"x"}"#;
+    let (status, text, _) = call(&ingress, "PUT", AGENT, Some("demo"), Some(clash));
+    assert_eq!(status, 409, "{text}");
+    assert!(!text.contains("acme") && !text.contains("sales"), "{text}");
+    invite_for(&ingress, "newagent", 3);
+    assert!(
+        received(&gateway).is_some(),
+        "the previous registration is still in force"
+    );
+    let acme_clash = r#"{"domain":"x.example.com","username":"newagent","password":"x"}"#;
+    let other = "/v1/agents/00000000-0000-4000-8000-000000000001/sip-registration";
+    assert_eq!(
+        call(&ingress, "PUT", other, Some("acme"), Some(acme_clash)).0,
+        409
+    );
+
+    // Invalid: a bad agent id, a bad X-Dest-User.
+    let (status, text, _) = call(
+        &ingress,
+        "PUT",
+        "/v1/agents/not-a-uuid/sip-registration",
+        Some("demo"),
+        Some(body),
+    );
+    assert_eq!(status, 400, "{text}");
+    let bad =
+        r#"{"domain":"pbx.example.com","username":"u2","password":"x","xDestUser":"no spaces"}"#;
+    let (status, text, _) = call(&ingress, "PUT", AGENT, Some("demo"), Some(bad));
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains(r#""pointer":"/xDestUser""#), "{text}");
+
+    assert_eq!(call(&ingress, "DELETE", AGENT, Some("demo"), None).0, 204);
+    invite_for(&ingress, "newagent", 4);
+    assert_eq!(received(&gateway), None, "no longer an agent");
+    let log = std::fs::read_to_string(dir.join("ingress.log")).unwrap_or_default();
+    assert!(!log.contains("hunter2"), "the password was logged");
     let _ = std::fs::remove_dir_all(&dir);
 }
