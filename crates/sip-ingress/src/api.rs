@@ -6,6 +6,9 @@
 //! GET    /v1/sip/ip-access-list                       200 {"items": [{"id", "address", "description"}]}
 //! POST   /v1/sip/ip-access-list                       201 the entry, Location: .../{id}
 //! DELETE /v1/sip/ip-access-list/{entryId}             204, or 404 (also for another tenant's entry)
+//! GET    /v1/sip/outbound-routes                      200 {"items": [{"id", "route", "description"}]}
+//! POST   /v1/sip/outbound-routes                      201 the route (seed 001 grammar, normalised)
+//! DELETE /v1/sip/outbound-routes/{routeId}            204, or 404
 //! PUT    /v1/agents/{agentId}/sip-registration        201 created / 200 replaced: the registration
 //!                                                     (no password) with extension and
 //!                                                     registrationEnabled; 409 if its username or
@@ -30,13 +33,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use policy::body::{IpAccessEntryBody, SipRegistration, SipRegistrationView};
+use policy::body::{IpAccessEntryBody, OutboundRouteBody, SipRegistration, SipRegistrationView};
 use policy::problem::CONTENT_TYPE as PROBLEM;
 use policy::{Problem, ProblemKind, parse_body};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{AccessRecord, Store};
+use crate::store::{AccessRecord, RouteRecord, Store};
 
 /// The header naming the tenant, set by the edge.
 const TENANT: &str = "x-tenant-id";
@@ -179,6 +182,73 @@ async fn delete_access(
     }
     tracing::info!(tenant, id, "access entry deleted");
     StatusCode::NO_CONTENT.into_response()
+}
+
+fn route_json(record: &RouteRecord) -> serde_json::Value {
+    json!({
+        "id": record.id,
+        "route": record.route.to_string(),
+        "description": record.description,
+    })
+}
+
+/// Outbound routes are stored and served; calls out are not placed by the ingress, so nothing
+/// is put in force.
+async fn list_routes(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    let Some(tenant) = tenant(&headers) else {
+        return unauthenticated();
+    };
+    match api.store.routes(&tenant) {
+        Ok(records) => json(
+            StatusCode::OK,
+            &json!({ "items": records.iter().map(route_json).collect::<Vec<_>>() }),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+async fn add_route(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(tenant) = tenant(&headers) else {
+        return unauthenticated();
+    };
+    if !is_json(&headers) {
+        return not_json();
+    }
+    let route: OutboundRouteBody = match parse_body(&body) {
+        Ok(route) => route,
+        Err(errors) => return problem(&Problem::invalid_body(&errors)),
+    };
+    match api.store.add_route(&tenant, &route) {
+        Ok(record) => {
+            tracing::info!(tenant, id = record.id, route = %record.route, "outbound route added");
+            let mut response = json(StatusCode::CREATED, &route_json(&record));
+            if let Ok(location) =
+                HeaderValue::from_str(&format!("/v1/sip/outbound-routes/{}", record.id))
+            {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn delete_route(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(tenant) = tenant(&headers) else {
+        return unauthenticated();
+    };
+    match api.store.delete_route(&tenant, &id) {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => problem(&Problem::new(
+            ProblemKind::NotFound,
+            format!("no outbound route {id}"),
+        )),
+        Err(e) => internal(e),
+    }
 }
 
 /// Whether `id` is a UUID in its canonical text form (seed 000: "UUID format").
@@ -370,6 +440,8 @@ pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/v1/sip/ip-access-list", get(list_access).post(add_access))
         .route("/v1/sip/ip-access-list/{entry_id}", delete(delete_access))
+        .route("/v1/sip/outbound-routes", get(list_routes).post(add_route))
+        .route("/v1/sip/outbound-routes/{route_id}", delete(delete_route))
         .route(
             "/v1/agents/{agent_id}/sip-registration",
             get(get_registration)

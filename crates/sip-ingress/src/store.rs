@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use policy::admission::{Agent, Tenant};
-use policy::body::{IpAccessEntryBody, RegistrationTransport, SipRegistration};
+use policy::body::{IpAccessEntryBody, OutboundRouteBody, RegistrationTransport, SipRegistration};
 use policy::json::Port;
 use policy::{AccessEntry, Route};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -57,6 +57,13 @@ CREATE TABLE IF NOT EXISTS access_entries (
     description TEXT
 );
 CREATE INDEX IF NOT EXISTS access_entries_by_tenant ON access_entries (tenant);
+CREATE TABLE IF NOT EXISTS outbound_routes (
+    id          TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    route       TEXT NOT NULL,
+    description TEXT
+);
+CREATE INDEX IF NOT EXISTS outbound_routes_by_tenant ON outbound_routes (tenant);
 CREATE TABLE IF NOT EXISTS registrations (
     tenant       TEXT NOT NULL,
     agent_id     TEXT NOT NULL,
@@ -65,6 +72,17 @@ CREATE TABLE IF NOT EXISTS registrations (
     PRIMARY KEY (tenant, agent_id)
 );
 ";
+
+/// An outbound route as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRecord {
+    /// Its id (`route-` and 16 hex digits).
+    pub id: String,
+    /// The route, in the seed 001 grammar.
+    pub route: Route,
+    /// The tenant's description.
+    pub description: Option<String>,
+}
 
 /// An agent's SIP registration as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -283,6 +301,66 @@ impl Store {
             agents.push(agent);
         }
         Ok(())
+    }
+
+    /// Adds an outbound route for `tenant`.
+    pub fn add_route(
+        &self,
+        tenant: &str,
+        body: &OutboundRouteBody,
+    ) -> Result<RouteRecord, StoreError> {
+        let id = new_id("route");
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        transaction.execute(
+            "INSERT INTO outbound_routes (id, tenant, route, description) VALUES (?1, ?2, ?3, ?4)",
+            params![id, tenant, body.route.to_string(), body.description],
+        )?;
+        transaction.commit()?;
+        Ok(RouteRecord {
+            id,
+            route: body.route.clone(),
+            description: body.description.clone(),
+        })
+    }
+
+    /// `tenant`'s outbound routes, oldest first.
+    pub fn routes(&self, tenant: &str) -> Result<Vec<RouteRecord>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(
+            "SELECT id, route, description FROM outbound_routes WHERE tenant = ?1 ORDER BY rowid",
+        )?;
+        let rows = statement.query_map(params![tenant], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        rows.map(|found| {
+            let (id, route, description) = found?;
+            let route = route.parse().map_err(|e| {
+                StoreError(format!("stored route {id} ({route:?}) is invalid: {e}"))
+            })?;
+            Ok(RouteRecord {
+                id,
+                route,
+                description,
+            })
+        })
+        .collect()
+    }
+
+    /// Deletes `tenant`'s outbound route `id`; `false` when the tenant has no such route.
+    pub fn delete_route(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        let deleted = transaction.execute(
+            "DELETE FROM outbound_routes WHERE id = ?1 AND tenant = ?2",
+            params![id, tenant],
+        )?;
+        transaction.commit()?;
+        Ok(deleted == 1)
     }
 
     /// Stores `tenant`'s registration for `agent_id`; returns the one it replaces, if any.
@@ -505,6 +583,22 @@ mod tests {
         );
         assert!(store.delete_registration("demo", "a1").expect("deleted"));
         assert!(!store.delete_registration("demo", "a1").expect("gone"));
+    }
+
+    #[test]
+    fn outbound_routes_are_kept_per_tenant() {
+        let store = Store::open(&scratch("routes")).expect("opens");
+        let body: OutboundRouteBody = policy::parse_body(
+            br#"{"route":"sip.example.com:5080;transport=tcp;proxyAddress=10.0.0.1","description":"trunk"}"#,
+        )
+        .expect("valid");
+        let added = store.add_route("demo", &body).expect("added");
+        assert!(added.id.starts_with("route-"), "{}", added.id);
+        assert_eq!(store.routes("demo").expect("read"), vec![added.clone()]);
+        assert!(store.routes("acme").expect("read").is_empty());
+        assert!(!store.delete_route("acme", &added.id).expect("runs"));
+        assert!(store.delete_route("demo", &added.id).expect("deleted"));
+        assert!(store.routes("demo").expect("read").is_empty());
     }
 
     #[test]

@@ -425,3 +425,71 @@ fn a_registered_agent_is_reached_by_username_and_did_with_its_x_dest_user() {
     assert!(!log.contains("hunter2"), "the password was logged");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn outbound_routes_are_stored_per_tenant() {
+    let dir = scratch("routes");
+    let ingress = start(&dir, trunkguard::free_udp_port(), trunkguard::free_port());
+    const ROUTES: &str = "/v1/sip/outbound-routes";
+    let (status, body, _) = call(
+        &ingress,
+        "POST",
+        ROUTES,
+        Some("demo"),
+        Some(
+            r#"{"route":"sip.example.com;TRANSPORT=TCP;proxyaddress=10.0.0.1:5070","description":"trunk"}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = id_of(&body);
+    // Printed in the seed's spelling.
+    assert!(
+        body.contains("sip.example.com;transport=tcp;proxyAddress=10.0.0.1:5070"),
+        "{body}"
+    );
+    assert_eq!(
+        call(&ingress, "GET", ROUTES, Some("acme"), None).1,
+        r#"{"items":[]}"#
+    );
+    assert_eq!(
+        call(
+            &ingress,
+            "DELETE",
+            &format!("{ROUTES}/{id}"),
+            Some("acme"),
+            None
+        )
+        .0,
+        404
+    );
+    let (status, body, _) = call(
+        &ingress,
+        "POST",
+        ROUTES,
+        Some("demo"),
+        Some(r#"{"route":"sip.example.com;transport=sctp"}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(r#""pointer":"/route""#), "{body}");
+    assert!(
+        call(&ingress, "GET", ROUTES, Some("demo"), None)
+            .1
+            .contains(&id)
+    );
+    assert_eq!(
+        call(
+            &ingress,
+            "DELETE",
+            &format!("{ROUTES}/{id}"),
+            Some("demo"),
+            None
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        call(&ingress, "GET", ROUTES, Some("demo"), None).1,
+        r#"{"items":[]}"#
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
