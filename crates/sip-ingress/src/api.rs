@@ -120,29 +120,54 @@ fn entry_json(record: &AccessRecord) -> serde_json::Value {
     })
 }
 
+/// `{"items": [...]}` of a listing.
+fn items<T>(
+    records: Result<Vec<T>, crate::store::StoreError>,
+    to_json: fn(&T) -> serde_json::Value,
+) -> Response {
+    match records {
+        Ok(records) => json(
+            StatusCode::OK,
+            &json!({ "items": records.iter().map(to_json).collect::<Vec<_>>() }),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// 201 with the new resource and its Location.
+fn created(value: &serde_json::Value, location: &str) -> Response {
+    let mut response = json(StatusCode::CREATED, value);
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// A JSON body checked by the `policy` rules, or the problem to answer.
+fn checked_body<T: policy::FromJson>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem> {
+    if !is_json(headers) {
+        return Err(Problem::new(
+            ProblemKind::UnsupportedMediaType,
+            "the body must be application/json",
+        ));
+    }
+    parse_body(body).map_err(|errors| Problem::invalid_body(&errors))
+}
+
 async fn list_access(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
     let Some(tenant) = tenant(&headers) else {
         return unauthenticated();
     };
-    match api.store.access_entries(&tenant) {
-        Ok(records) => json(
-            StatusCode::OK,
-            &json!({ "items": records.iter().map(entry_json).collect::<Vec<_>>() }),
-        ),
-        Err(e) => internal(e),
-    }
+    items(api.store.access_entries(&tenant), entry_json)
 }
 
 async fn add_access(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(tenant) = tenant(&headers) else {
         return unauthenticated();
     };
-    if !is_json(&headers) {
-        return not_json();
-    }
-    let entry: IpAccessEntryBody = match parse_body(&body) {
+    let entry: IpAccessEntryBody = match checked_body(&headers, &body) {
         Ok(entry) => entry,
-        Err(errors) => return problem(&Problem::invalid_body(&errors)),
+        Err(refused) => return problem(&refused),
     };
     let record = match api.store.add_access(&tenant, &entry) {
         Ok(record) => record,
@@ -152,11 +177,10 @@ async fn add_access(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes
         return internal(format!("entry {} stored but not in force: {e}", record.id));
     }
     tracing::info!(tenant, id = record.id, address = %record.entry, "access entry added");
-    let mut response = json(StatusCode::CREATED, &entry_json(&record));
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/sip/ip-access-list/{}", record.id)) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
+    created(
+        &entry_json(&record),
+        &format!("/v1/sip/ip-access-list/{}", record.id),
+    )
 }
 
 async fn delete_access(
@@ -198,36 +222,24 @@ async fn list_routes(State(api): State<Arc<Api>>, headers: HeaderMap) -> Respons
     let Some(tenant) = tenant(&headers) else {
         return unauthenticated();
     };
-    match api.store.routes(&tenant) {
-        Ok(records) => json(
-            StatusCode::OK,
-            &json!({ "items": records.iter().map(route_json).collect::<Vec<_>>() }),
-        ),
-        Err(e) => internal(e),
-    }
+    items(api.store.routes(&tenant), route_json)
 }
 
 async fn add_route(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(tenant) = tenant(&headers) else {
         return unauthenticated();
     };
-    if !is_json(&headers) {
-        return not_json();
-    }
-    let route: OutboundRouteBody = match parse_body(&body) {
+    let route: OutboundRouteBody = match checked_body(&headers, &body) {
         Ok(route) => route,
-        Err(errors) => return problem(&Problem::invalid_body(&errors)),
+        Err(refused) => return problem(&refused),
     };
     match api.store.add_route(&tenant, &route) {
         Ok(record) => {
             tracing::info!(tenant, id = record.id, route = %record.route, "outbound route added");
-            let mut response = json(StatusCode::CREATED, &route_json(&record));
-            if let Ok(location) =
-                HeaderValue::from_str(&format!("/v1/sip/outbound-routes/{}", record.id))
-            {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            response
+            created(
+                &route_json(&record),
+                &format!("/v1/sip/outbound-routes/{}", record.id),
+            )
         }
         Err(e) => internal(e),
     }
@@ -292,13 +304,6 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn not_json() -> Response {
-    problem(&Problem::new(
-        ProblemKind::UnsupportedMediaType,
-        "the body must be application/json",
-    ))
-}
-
 async fn put_registration(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -311,12 +316,9 @@ async fn put_registration(
     if !is_uuid(&agent_id) {
         return bad_agent_id();
     }
-    if !is_json(&headers) {
-        return not_json();
-    }
-    let registration: SipRegistration = match parse_body(&body) {
+    let registration: SipRegistration = match checked_body(&headers, &body) {
         Ok(registration) => registration,
-        Err(errors) => return problem(&Problem::invalid_body(&errors)),
+        Err(refused) => return problem(&refused),
     };
     let previous = match api
         .store
