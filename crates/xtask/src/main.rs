@@ -294,6 +294,7 @@ fn bench(name: Option<&str>) -> Result<()> {
 fn up() -> Result<()> {
     wasm()?;
     let envoy = ensure_envoy()?;
+    ensure_debian_packages(&[("sipp", "sip-tester")])?;
     run(cargo().args(["build", "--release", "-p", "sip-ingress"]))?;
     let ingress_binary = root().join("target").join("release").join("sip-ingress");
     println!(
@@ -301,6 +302,7 @@ fn up() -> Result<()> {
          \n  SIP ingress  udp 127.0.0.1:5060, the demo world (crates/sip-ingress/src/demo.toml):\
          \n               agents sales / +15550100001 and support / +15550100002 at 127.0.0.1:5090\
          \n               (support through the proxy 127.0.0.1:5091), acme-bot / +15550100003\
+         \n  demo agent   SIPp answering calls on udp 127.0.0.1:5090, and the demo proxy on 5091\
          \n  metrics      http://127.0.0.1:9090/metrics\
          \n  edge         http://127.0.0.1:10000/v1/... (Envoy with edge_filter.wasm)\
          \n  admin        http://127.0.0.1:9901/stats?filter=wasmcustom\
@@ -309,11 +311,25 @@ fn up() -> Result<()> {
          \n               SIP IP access list; other routes the filter accepts get 404), data in trunkguard.db\
          \n\nCtrl-C stops everything.\n"
     );
-    // Both children get the terminal's Ctrl-C; the ingress is also killed if Envoy stops first.
+    // Every child gets the terminal's Ctrl-C; each is also killed if Envoy stops first.
     let mut ingress = Command::new(&ingress_binary)
         .current_dir(root())
         .spawn()
         .with_context(|| format!("starting {}", ingress_binary.display()))?;
+    // The demo agents: SIPp's built-in answering scenario, quiet, on the agent and proxy ports.
+    let mut agents = Vec::new();
+    for port in ["5090", "5091"] {
+        let agent = Command::new("sipp")
+            .args(["-sn", "uas", "-i", "127.0.0.1", "-p", port, "-nostdin"])
+            .arg("-trace_err")
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        match agent {
+            Ok(agent) => agents.push(agent),
+            Err(e) => eprintln!("xtask: the demo agent on {port} did not start: {e}"),
+        }
+    }
     let edge = run(Command::new(envoy).current_dir(root()).args([
         "-c",
         "envoy/envoy.yaml",
@@ -324,6 +340,10 @@ fn up() -> Result<()> {
     ]));
     let _ = ingress.kill();
     let _ = ingress.wait();
+    for mut agent in agents {
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
     edge
 }
 
