@@ -361,22 +361,34 @@ async fn put_registration(
     json(status, &registration_json(&agent_id, registration))
 }
 
+/// Answers with `found` applied to the tenant's registration for `agent_id`, or why not.
+fn with_registration(
+    api: &Api,
+    headers: &HeaderMap,
+    agent_id: &str,
+    found: impl FnOnce(SipRegistration) -> Response,
+) -> Response {
+    let Some(tenant) = tenant(headers) else {
+        return unauthenticated();
+    };
+    if !is_uuid(agent_id) {
+        return bad_agent_id();
+    }
+    match api.store.registration(&tenant, agent_id) {
+        Ok(Some(registration)) => found(registration),
+        Ok(None) => no_registration(agent_id),
+        Err(e) => internal(e),
+    }
+}
+
 async fn get_registration(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     Path(agent_id): Path<String>,
 ) -> Response {
-    let Some(tenant) = tenant(&headers) else {
-        return unauthenticated();
-    };
-    if !is_uuid(&agent_id) {
-        return bad_agent_id();
-    }
-    match api.store.registration(&tenant, &agent_id) {
-        Ok(Some(registration)) => json(StatusCode::OK, &registration_json(&agent_id, registration)),
-        Ok(None) => no_registration(&agent_id),
-        Err(e) => internal(e),
-    }
+    with_registration(&api, &headers, &agent_id, |registration| {
+        json(StatusCode::OK, &registration_json(&agent_id, registration))
+    })
 }
 
 async fn registration_status(
@@ -384,21 +396,13 @@ async fn registration_status(
     headers: HeaderMap,
     Path(agent_id): Path<String>,
 ) -> Response {
-    let Some(tenant) = tenant(&headers) else {
-        return unauthenticated();
-    };
-    if !is_uuid(&agent_id) {
-        return bad_agent_id();
-    }
-    match api.store.registration(&tenant, &agent_id) {
-        // Saved means in force at the ingress: the API answered only once it was.
-        Ok(Some(_)) => json(
+    // Saved means in force at the ingress: the API answered only once it was.
+    with_registration(&api, &headers, &agent_id, |_| {
+        json(
             StatusCode::OK,
             &json!({ "agentId": agent_id, "registrationEnabled": true, "state": "active" }),
-        ),
-        Ok(None) => no_registration(&agent_id),
-        Err(e) => internal(e),
-    }
+        )
+    })
 }
 
 async fn delete_registration(
