@@ -45,6 +45,8 @@ fn world() -> Config {
     config.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
     config.policy.cache_dir = None;
     config.policy.limits.memory_bytes = 512 << 20;
+    // Smoke runs are debug builds on a busy machine; the deadline (wall-clock) is not measured.
+    config.policy.limits.deadline = Duration::from_millis(500);
     config.tenants = (0..TENANTS)
         .map(|t| Tenant {
             id: format!("tenant{t}"),
@@ -167,6 +169,7 @@ fn demo_world(
     let mut config = Config::parse(DEMO).expect("demo configuration");
     config.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
     config.policy.cache_dir = None;
+    config.policy.limits.deadline = Duration::from_millis(500);
     let generation = sip_ingress::reload::build(engine, &config).expect("the policy loads");
     let (_publish, updates) = watch::channel(Arc::new(generation));
     let mut wasm = LivePolicy::new(updates, Arc::new(Metrics::default()));

@@ -34,6 +34,10 @@ fn start_with_gateway(dir: &Path, sip_port: u16, api_port: u16, gateway_port: u1
 [sip]
 udp = ["127.0.0.1:{sip_port}"]
 
+[policy]
+# Wall-clock time; roomy for debug builds on a loaded machine.
+deadline_ms = 500
+
 [api]
 listen = "127.0.0.1:{api_port}"
 database = "trunkguard.db"

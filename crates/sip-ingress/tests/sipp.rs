@@ -37,10 +37,15 @@ fn scratch(name: &str) -> PathBuf {
 
 /// The demo world of issue 4 on free ports, served by the real binary.
 fn start_ingress(name: &str) -> World {
-    start_ingress_with(name, "")
+    start_ingress_with(name, ROOMY_POLICY)
 }
 
-/// The demo world with `extra` configuration text (placed before the tenants).
+/// A policy deadline for debug builds on a loaded machine: the deadline is wall-clock time, and
+/// these tests are about calls, not deadlines (`tests/policy.rs` tests those).
+const ROOMY_POLICY: &str = "[policy]\ndeadline_ms = 500\n";
+
+/// The demo world with `extra` configuration text (placed before the tenants; it should set
+/// `[policy] deadline_ms` as [`ROOMY_POLICY`] does).
 fn start_ingress_with(name: &str, extra: &str) -> World {
     let ingress_v6_port = std::net::UdpSocket::bind("[::1]:0")
         .and_then(|s| s.local_addr())
@@ -482,7 +487,7 @@ fn ten_reloads_under_load_fail_no_call() {
     let wasm = trunkguard::wasm_dir();
     let policy = |module: &str, generation: u32| {
         format!(
-            "[policy]\nmodule = \"{}\"\ncache_dir = \"{}\"\n\n[policy.settings]\n\
+            "[policy]\nmodule = \"{}\"\ncache_dir = \"{}\"\ndeadline_ms = 500\n\n[policy.settings]\n\
              allowed_prefixes = \"+1\"\ngeneration = \"{generation}\"\n",
             wasm.join(module).display(),
             dir.join("cache").display()
