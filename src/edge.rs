@@ -85,17 +85,22 @@ pub fn start_envoy(name: &str, upstream_port: u16, extra_edits: &[(&str, String)
 }
 
 impl Edge {
-    /// Waits (30 s at most) until Envoy's admin `/ready` answers 200.
+    /// Waits (30 s at most) until Envoy's admin `/ready` answers 200; fails at once if Envoy
+    /// exits.
     pub fn wait_ready(&mut self) {
         let admin = self.admin;
+        let process = &mut self.process;
+        let mut exited = false;
         let ready = wait_until(Duration::from_secs(30), || {
-            Connection::open(admin)
-                .and_then(|mut c| c.request("GET", "/ready", &[], None))
-                .is_ok_and(|r| r.status == 200)
+            exited = !process.is_running();
+            exited
+                || Connection::open(admin)
+                    .and_then(|mut c| c.request("GET", "/ready", &[], None))
+                    .is_ok_and(|r| r.status == 200)
         });
         assert!(
-            ready,
-            "Envoy did not become ready; log:\n{}",
+            ready && !exited,
+            "Envoy did not become ready (exited: {exited}); log:\n{}",
             read(&self.log)
         );
     }

@@ -266,7 +266,8 @@ fn acknowledged_entries_survive_sigkill() {
 fn the_loop_through_the_edge_changes_who_gets_in() {
     let dir = scratch("edge");
     let ingress = start(&dir, trunkguard::free_udp_port(), trunkguard::free_port());
-    let mut edge = trunkguard::edge::start_envoy("api-loop", ingress.api.port(), &[]);
+    // Its own scratch name: the tests here clear `trunkguard-api-<name>-<pid>` directories.
+    let mut edge = trunkguard::edge::start_envoy("edge-before-api", ingress.api.port(), &[]);
     edge.wait_ready();
     let send = |key: &str, method: &str, path: &str, body: Option<&str>| {
         let response = edge.send(
