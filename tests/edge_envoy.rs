@@ -203,7 +203,11 @@ fn edge_filter_in_envoy() {
         "valid-get",
         "GET",
         "/v1/sip/ip-access-list?page=2",
-        &[("authorization", &format!("Bearer {ACME_KEY}"))],
+        &[
+            ("authorization", &format!("Bearer {ACME_KEY}")),
+            ("x-tenant-id", "demo"),
+            ("x-tenant-id", "other"),
+        ],
         None,
     );
     assert_eq!(r.status, 200);
@@ -227,7 +231,11 @@ fn edge_filter_in_envoy() {
         "client x-tenant-id replaced"
     );
     assert_eq!(put.header_values("x-trace"), ["t-1"]);
-    assert_eq!(seen[1].header_values("x-tenant-id"), ["acme"]);
+    assert_eq!(
+        seen[1].header_values("x-tenant-id"),
+        ["acme"],
+        "both client x-tenant-id headers replaced"
+    );
     assert!(
         seen[1]
             .head

@@ -138,6 +138,56 @@ fn valid_requests_are_forwarded_with_the_tenant_and_the_body_intact() {
     assert_eq!(host.metric("trunkguard.requests.write.allowed"), Some(1));
 }
 
+/// The `x-tenant-id` values the upstream would see for a request that sent `sent`.
+fn forwarded_tenants(vm: &mut Vm, path: &str, sent: &[&str]) -> Vec<String> {
+    let mut headers = vec![(":method", "GET"), (":path", path), ("x-api-key", DEMO_KEY)];
+    headers.extend(sent.iter().map(|tenant| ("x-tenant-id", *tenant)));
+    match vm.request(&headers, None, 1).expect("request runs") {
+        Exchange::Forwarded { headers, .. } => headers
+            .into_iter()
+            .filter(|(n, _)| n == "x-tenant-id")
+            .map(|(_, v)| v)
+            .collect(),
+        other => panic!("not forwarded: {other:?}"),
+    }
+}
+
+#[test]
+fn only_the_keys_tenant_reaches_the_upstream_however_many_the_client_sent() {
+    let host = host();
+    let mut vm = vm(&host);
+    for sent in [
+        &[][..],
+        &["acme"],
+        &["acme", "demo"],
+        &["demo", "acme", "x"],
+    ] {
+        assert_eq!(
+            forwarded_tenants(&mut vm, "/v1/sip/ip-access-list", sent),
+            ["demo"],
+            "sent {sent:?}"
+        );
+    }
+}
+
+#[test]
+fn a_passed_unknown_route_carries_no_tenant_however_many_the_client_sent() {
+    let host = host();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&trunkguard::demo_filter_configuration()).expect("JSON");
+    config["unknown_route"] = "pass".into();
+    let mut vm = host
+        .start_vm(config.to_string().as_bytes())
+        .expect("VM runs")
+        .unwrap_or_else(|logs| panic!("configuration refused: {logs:?}"));
+    for sent in [&[][..], &["acme"], &["acme", "demo"]] {
+        assert!(
+            forwarded_tenants(&mut vm, "/v1/not-an-api-route", sent).is_empty(),
+            "sent {sent:?}"
+        );
+    }
+}
+
 #[test]
 fn rejections_are_problem_documents() {
     let host = host();

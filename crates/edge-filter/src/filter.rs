@@ -154,6 +154,14 @@ impl<'a> RequestHeaders<'a> {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// How many times header `name` (lower case) occurs.
+    pub fn count(&self, name: &str) -> usize {
+        self.0
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
 }
 
 /// The API key a request presents: `x-api-key`, else `Authorization: Bearer`.

@@ -86,8 +86,8 @@ impl serde::Serialize for DestUser {
 /// Read as `Option<DestUser>` because an empty string is a valid way of saying "unset".
 impl FromJson for Option<DestUser> {
     fn from_json(
-        value: &serde_json::Value,
-        at: &Pointer,
+        value: &crate::json::Value<'_>,
+        at: &Pointer<'_>,
         errors: &mut FieldErrors,
     ) -> Option<Self> {
         let text: String = String::from_json(value, at, errors)?;

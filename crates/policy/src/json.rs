@@ -2,14 +2,20 @@
 //! JSON Pointer (RFC 6901).
 //!
 //! serde's derive stops at the first error; clients fixing a request one error at a time is what
-//! this module exists to avoid. Bodies are therefore parsed into a [`serde_json::Value`] and read
+//! this module exists to avoid. Bodies are therefore parsed into a [`Value`] document and read
 //! by [`FromJson`] implementations that report into a shared [`FieldErrors`] and keep going.
 
+mod document;
+
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Map;
+
+use document::member;
+pub use document::{DUPLICATE_MEMBER, Value};
 
 /// One problem with one field of a request body, as carried in the `errors[]` member of an
 /// RFC 9457 problem document.
@@ -27,9 +33,9 @@ pub struct FieldErrors(Vec<FieldError>);
 
 impl FieldErrors {
     /// Records a problem with the field at `pointer`.
-    pub fn push(&mut self, pointer: &Pointer, detail: impl Into<String>) {
+    pub fn push(&mut self, pointer: &Pointer<'_>, detail: impl Into<String>) {
         self.0.push(FieldError {
-            pointer: pointer.as_str().to_owned(),
+            pointer: pointer.to_string(),
             detail: detail.into(),
         });
     }
@@ -84,39 +90,73 @@ impl fmt::Display for FieldErrors {
 
 impl std::error::Error for FieldErrors {}
 
-/// A JSON Pointer (RFC 6901) built while walking a document.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pointer(String);
+/// A JSON Pointer (RFC 6901) to the value being read.
+///
+/// Readers descend into every field of every body, but a pointer is only needed as text when a
+/// problem is reported, so it is kept as a chain of borrowed steps on the reader's stack and
+/// rendered by [`fmt::Display`] (`to_string()`) on demand.
+#[derive(Debug, Clone, Copy)]
+pub struct Pointer<'a> {
+    parent: Option<&'a Pointer<'a>>,
+    step: Step<'a>,
+}
 
-impl Pointer {
+#[derive(Debug, Clone, Copy)]
+enum Step<'a> {
+    Root,
+    Field(&'a str),
+    Index(usize),
+}
+
+impl<'a> Pointer<'a> {
     /// The pointer to the whole document (`""`).
     pub fn root() -> Self {
-        Self::default()
+        Self {
+            parent: None,
+            step: Step::Root,
+        }
     }
 
-    /// The pointer to member `name` of the object at `self`, escaped per RFC 6901 section 3.
-    pub fn field(&self, name: &str) -> Self {
-        let mut s = String::with_capacity(self.0.len() + name.len() + 1);
-        s.push_str(&self.0);
-        s.push('/');
-        for c in name.chars() {
-            match c {
-                '~' => s.push_str("~0"),
-                '/' => s.push_str("~1"),
-                c => s.push(c),
-            }
+    /// The pointer to member `name` of the object at `self`.
+    pub fn field(&'a self, name: &'a str) -> Self {
+        Self {
+            parent: Some(self),
+            step: Step::Field(name),
         }
-        Self(s)
     }
 
     /// The pointer to element `index` of the array at `self`.
-    pub fn index(&self, index: usize) -> Self {
-        Self(format!("{}/{index}", self.0))
+    pub fn index(&'a self, index: usize) -> Self {
+        Self {
+            parent: Some(self),
+            step: Step::Index(index),
+        }
     }
+}
 
-    /// The pointer text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+/// The pointer text, member names escaped per RFC 6901 section 3.
+impl fmt::Display for Pointer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(parent) = self.parent {
+            parent.fmt(f)?;
+        }
+        match self.step {
+            Step::Root => Ok(()),
+            Step::Index(index) => write!(f, "/{index}"),
+            Step::Field(name) => {
+                f.write_str("/")?;
+                for piece in name.split_inclusive(['~', '/']) {
+                    match piece.strip_suffix('~') {
+                        Some(before) => write!(f, "{before}~0")?,
+                        None => match piece.strip_suffix('/') {
+                            Some(before) => write!(f, "{before}~1")?,
+                            None => f.write_str(piece)?,
+                        },
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -125,7 +165,7 @@ impl Pointer {
 /// Returns `None` when the value cannot be used; in that case at least one error was pushed.
 pub trait FromJson: Sized {
     /// Reads `value`, found at `at`.
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self>;
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self>;
 }
 
 /// A type written in JSON as a string and checked by its own rule.
@@ -135,7 +175,7 @@ pub trait FromJsonText: Sized {
 }
 
 impl<T: FromJsonText> FromJson for T {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let Some(text) = value.as_str() else {
             errors.push(at, format!("must be a string, not {}", kind(value)));
             return None;
@@ -160,17 +200,29 @@ pub const MAX_TEXT_CHARS: usize = 1024;
 /// Checks free text: at most `max` characters and no control characters (which have no place
 /// in labels and would let a value forge lines in logs or SIP headers).
 pub fn check_text(text: &str, max: usize) -> Result<(), String> {
-    if text.chars().count() > max {
+    // Every body field goes through here, so the common case (ASCII) is a couple of passes that
+    // compile to straight-line code: the control characters (general category Cc) are C0 and DEL,
+    // plus C1 (U+0080 to U+009F) outside ASCII.
+    let ascii = text.is_ascii();
+    let chars = if ascii {
+        text.len()
+    } else {
+        text.chars().count()
+    };
+    if chars > max {
         return Err(format!("must be at most {max} characters long"));
     }
-    if text.chars().any(char::is_control) {
+    let c0_or_del = text
+        .bytes()
+        .fold(false, |found, byte| found | (byte < 0x20) | (byte == 0x7F));
+    if c0_or_del || (!ascii && text.chars().any(char::is_control)) {
         return Err("must not contain control characters".to_owned());
     }
     Ok(())
 }
 
 impl FromJson for bool {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let b = value.as_bool();
         if b.is_none() {
             errors.push(at, format!("must be true or false, not {}", kind(value)));
@@ -180,7 +232,7 @@ impl FromJson for bool {
 }
 
 impl FromJson for f64 {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let n = value.as_f64();
         if n.is_none() {
             errors.push(at, format!("must be a number, not {}", kind(value)));
@@ -212,7 +264,7 @@ impl<const MIN: i64, const MAX: i64> Serialize for Ranged<MIN, MAX> {
 }
 
 impl<const MIN: i64, const MAX: i64> FromJson for Ranged<MIN, MAX> {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let out_of_range = || format!("must be an integer from {MIN} to {MAX}");
         let Some(n) = value.as_i64() else {
             if value.is_number() {
@@ -244,7 +296,7 @@ impl Port {
 pub const MAX_ARRAY_LEN: usize = 256;
 
 impl<T: FromJson> FromJson for Vec<T> {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let Some(items) = value.as_array() else {
             errors.push(at, format!("must be an array, not {}", kind(value)));
             return None;
@@ -264,7 +316,7 @@ impl<T: FromJson> FromJson for Vec<T> {
 
 /// A JSON object whose member names are checked by `K` and values read as `V`.
 impl<K: FromJsonText + Ord, V: FromJson> FromJson for BTreeMap<K, V> {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let Some(members) = value.as_object() else {
             errors.push(at, format!("must be an object, not {}", kind(value)));
             return None;
@@ -289,14 +341,14 @@ impl<K: FromJsonText + Ord, V: FromJson> FromJson for BTreeMap<K, V> {
 /// Arbitrary JSON the platform stores without interpreting (for example `metadata`).
 /// Only its shape is checked: it must be an object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OpaqueObject(pub Map<String, Value>);
+pub struct OpaqueObject(pub Map<String, serde_json::Value>);
 
 impl FromJson for OpaqueObject {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
-        match value {
-            Value::Object(map) => Some(Self(map.clone())),
-            other => {
-                errors.push(at, format!("must be an object, not {}", kind(other)));
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
+        match value.to_serde() {
+            serde_json::Value::Object(map) => Some(Self(map)),
+            _ => {
+                errors.push(at, format!("must be an object, not {}", kind(value)));
                 None
             }
         }
@@ -334,28 +386,32 @@ impl<T: Serialize> Serialize for Patch<T> {
 
 /// The members of one JSON object being read; every member must be claimed by a reader call,
 /// and [`Object::finish`] reports the ones nobody claimed as unknown fields.
-pub struct Object<'v> {
-    members: &'v Map<String, Value>,
-    at: Pointer,
+pub struct Object<'v, 'p> {
+    members: &'v [(Cow<'v, str>, Value<'v>)],
+    at: &'p Pointer<'p>,
     known: Vec<&'static str>,
 }
 
-impl<'v> Object<'v> {
-    /// Starts reading `value`, which must be an object.
-    pub fn open(value: &'v Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+impl<'v, 'p> Object<'v, 'p> {
+    /// Starts reading `value`, found at `at`, which must be an object.
+    pub fn open(
+        value: &'v Value<'v>,
+        at: &'p Pointer<'p>,
+        errors: &mut FieldErrors,
+    ) -> Option<Self> {
         let Some(members) = value.as_object() else {
             errors.push(at, format!("must be a JSON object, not {}", kind(value)));
             return None;
         };
         Some(Self {
             members,
-            at: at.clone(),
+            at,
             known: Vec::new(),
         })
     }
 
     /// The pointer to member `name`.
-    pub fn pointer(&self, name: &str) -> Pointer {
+    pub fn pointer<'s>(&'s self, name: &'s str) -> Pointer<'s> {
         self.at.field(name)
     }
 
@@ -366,7 +422,7 @@ impl<'v> Object<'v> {
         errors: &mut FieldErrors,
     ) -> Option<T> {
         self.known.push(name);
-        match self.members.get(name) {
+        match member(self.members, name) {
             None | Some(Value::Null) => {
                 errors.push(&self.at.field(name), "is required");
                 None
@@ -383,7 +439,7 @@ impl<'v> Object<'v> {
         errors: &mut FieldErrors,
     ) -> Option<Option<T>> {
         self.known.push(name);
-        match self.members.get(name) {
+        match member(self.members, name) {
             None | Some(Value::Null) => Some(None),
             Some(value) => T::from_json(value, &self.at.field(name), errors).map(Some),
         }
@@ -396,7 +452,7 @@ impl<'v> Object<'v> {
         errors: &mut FieldErrors,
     ) -> Option<Patch<T>> {
         self.known.push(name);
-        match self.members.get(name) {
+        match member(self.members, name) {
             None => Some(Patch::Keep),
             Some(Value::Null) => Some(Patch::Clear),
             Some(Value::String(s)) if s.is_empty() => Some(Patch::Clear),
@@ -427,12 +483,12 @@ impl<'v> Object<'v> {
 
     /// Whether member `name` is present and not `null`.
     pub fn is_set(&self, name: &str) -> bool {
-        self.members.get(name).is_some_and(|v| !v.is_null())
+        member(self.members, name).is_some_and(|v| !v.is_null())
     }
 
     /// Whether member `name` holds a value: present, not `null`, not `""`.
     pub fn is_filled(&self, name: &str) -> bool {
-        match self.members.get(name) {
+        match member(self.members, name) {
             None | Some(Value::Null) => false,
             Some(Value::String(s)) => !s.is_empty(),
             Some(_) => true,
@@ -446,8 +502,8 @@ impl<'v> Object<'v> {
 
     /// Reports every member that no reader call claimed.
     pub fn finish(self, errors: &mut FieldErrors) {
-        for name in self.members.keys() {
-            if !self.known.contains(&name.as_str()) {
+        for (name, _) in self.members {
+            if !self.known.contains(&name.as_ref()) {
                 let mut expected = self.known.clone();
                 expected.sort_unstable();
                 errors.push(
@@ -465,7 +521,7 @@ impl<'v> Object<'v> {
 /// syntax broke.
 pub fn parse_body<T: FromJson>(bytes: &[u8]) -> Result<T, FieldErrors> {
     let mut errors = FieldErrors::default();
-    let value: Value = match serde_json::from_slice(bytes) {
+    let value: Value<'_> = match serde_json::from_slice(bytes) {
         Ok(value) => value,
         Err(e) => {
             errors.push(
@@ -488,6 +544,9 @@ pub fn parse_body<T: FromJson>(bytes: &[u8]) -> Result<T, FieldErrors> {
 /// echoing any of the input, which might be a secret.
 fn syntax_problem(error: &serde_json::Error) -> &'static str {
     use serde_json::error::Category;
+    if error.to_string().starts_with(DUPLICATE_MEMBER) {
+        return DUPLICATE_MEMBER;
+    }
     match error.classify() {
         Category::Eof => "the body ends too early",
         Category::Syntax => "syntax error",
@@ -496,7 +555,7 @@ fn syntax_problem(error: &serde_json::Error) -> &'static str {
 }
 
 /// The JSON type of `value`, for error messages (never the value itself).
-pub fn kind(value: &Value) -> &'static str {
+pub fn kind(value: &Value<'_>) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -510,12 +569,16 @@ pub fn kind(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn pointer_escapes_tilde_and_slash_per_rfc6901() {
-        let p = Pointer::root().field("a/b").field("m~n").index(3);
-        assert_eq!(p.as_str(), "/a~1b/m~0n/3");
+        let root = Pointer::root();
+        let a = root.field("a/b");
+        let m = a.field("m~n");
+        assert_eq!(m.index(3).to_string(), "/a~1b/m~0n/3");
+        assert_eq!(root.to_string(), "");
+        assert_eq!(root.field("~/~").to_string(), "/~0~1~0");
+        assert_eq!(root.field("").to_string(), "/");
     }
 
     #[derive(Debug)]
@@ -525,7 +588,11 @@ mod tests {
     }
 
     impl FromJson for Pair {
-        fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+        fn from_json(
+            value: &Value<'_>,
+            at: &Pointer<'_>,
+            errors: &mut FieldErrors,
+        ) -> Option<Self> {
             let mut object = Object::open(value, at, errors)?;
             let left = object.required("left", errors);
             let right = object.required("right", errors);
@@ -572,10 +639,20 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_member_is_an_error_at_the_body_not_a_silent_choice() {
+        let errors = parse_body::<Pair>(br#"{"left": true, "right": 1, "left": false}"#)
+            .expect_err("duplicate");
+        assert_eq!(
+            errors.to_string(),
+            format!("(body): body is not valid JSON: {DUPLICATE_MEMBER} at line 1 column 41")
+        );
+    }
+
+    #[test]
     fn array_elements_are_pointed_at_by_index() {
         let mut errors = FieldErrors::default();
-        let read =
-            Vec::<bool>::from_json(&json!([true, 1, false, "x"]), &Pointer::root(), &mut errors);
+        let value: Value<'_> = serde_json::from_str(r#"[true, 1, false, "x"]"#).expect("JSON");
+        let read = Vec::<bool>::from_json(&value, &Pointer::root(), &mut errors);
         assert!(read.is_none());
         assert!(errors.has("/1"));
         assert!(errors.has("/3"));
@@ -583,13 +660,42 @@ mod tests {
 
     #[test]
     fn fractional_and_huge_numbers_are_out_of_range_not_wrapped() {
-        for value in [json!(1.5), json!(1e300), json!(u64::MAX)] {
+        for text in ["1.5", "1e300", "18446744073709551615"] {
+            let value: Value<'_> = serde_json::from_str(text).expect("JSON");
             let mut errors = FieldErrors::default();
             assert!(Ranged::<1, 300>::from_json(&value, &Pointer::root(), &mut errors).is_none());
             assert_eq!(
                 errors.as_slice()[0].detail,
                 "must be an integer from 1 to 300"
             );
+        }
+    }
+
+    #[test]
+    fn text_check_counts_characters_and_finds_controls_like_char_does() {
+        let reference = |text: &str, max: usize| {
+            if text.chars().count() > max {
+                Err(format!("must be at most {max} characters long"))
+            } else if text.chars().any(char::is_control) {
+                Err("must not contain control characters".to_owned())
+            } else {
+                Ok(())
+            }
+        };
+        for c in (0..=0x3000)
+            .chain(0x1_0000..=0x1_0100)
+            .filter_map(char::from_u32)
+        {
+            for text in [
+                c.to_string(),
+                format!("ab{c}"),
+                format!("{c}\u{a0}"),
+                format!("é{c}"),
+            ] {
+                for max in [1, 2, 3] {
+                    assert_eq!(check_text(&text, max), reference(&text, max), "{text:?}");
+                }
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! Seed 001: the SIP IP access list and SIP outbound routes.
 
+use crate::json::Value;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::access_list::AccessEntry;
 use crate::json::{FieldErrors, FromJson, Object, Pointer};
@@ -17,7 +17,7 @@ pub struct IpAccessEntryBody {
 }
 
 impl FromJson for IpAccessEntryBody {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let address = object.required("address", errors);
         let description = object.optional("description", errors);
@@ -39,7 +39,7 @@ pub struct OutboundRouteBody {
 }
 
 impl FromJson for OutboundRouteBody {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let route = object.required("route", errors);
         let description = object.optional("description", errors);

@@ -6,8 +6,8 @@
 //! `noiseReduction`) are accepted with the usual ranges of such settings: temperature 0 to 2,
 //! threshold 0 to 1, silence 0 to 10 000 ms, noise reduction on or off.
 
+use crate::json::Value;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::text::{Identifier, Label, SipUser};
 use crate::json::{FieldErrors, FromJson, Object, Pointer, Ranged};
@@ -35,7 +35,7 @@ pub struct AgentBody {
 }
 
 impl FromJson for AgentBody {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let companion_id = object.required("companionId", errors);
         let name = object.optional("name", errors);
@@ -61,7 +61,7 @@ impl FromJson for AgentBody {
 
 /// A number in a closed range, read from JSON.
 fn ranged_number(
-    object: &mut Object<'_>,
+    object: &mut Object<'_, '_>,
     name: &'static str,
     min: f64,
     max: f64,
@@ -93,7 +93,7 @@ pub struct ProviderSettings {
 }
 
 impl FromJson for ProviderSettings {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let temperature = ranged_number(&mut object, "temperature", 0.0, 2.0, errors);
         let turn_detection = object.optional("turnDetection", errors);
@@ -117,7 +117,7 @@ pub struct TurnDetection {
 }
 
 impl FromJson for TurnDetection {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let threshold = ranged_number(&mut object, "threshold", 0.0, 1.0, errors);
         let silence_duration_ms = object.optional("silence_duration_ms", errors);
@@ -146,7 +146,7 @@ pub struct SipChannelConfig {
 }
 
 impl FromJson for SipChannelConfig {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let human_handoff = object.optional("humanHandoff", errors);
         let functions = object.optional("functions", errors);
@@ -180,7 +180,7 @@ pub struct HumanHandoff {
 }
 
 impl FromJson for HumanHandoff {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let enabled: Option<Option<bool>> = object.optional("enabled", errors);
         let has_extension = object.is_set("transferExtension");

@@ -11,8 +11,8 @@
 //! refused. Whether a new username alone pairs with the stored password needs the stored account,
 //! so that check belongs to the service that holds it.
 
+use crate::json::Value;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::sip_connection::not_clearable;
 use super::text::{Label, SipUser};
@@ -66,7 +66,7 @@ pub struct CustomSipAccount {
 
 /// Reports a half-set username/password pair, on the half that is missing.
 fn check_pair(
-    object: &Object<'_>,
+    object: &Object<'_, '_>,
     (user_field, user_set): (&str, bool),
     (password_field, password_set): (&str, bool),
     errors: &mut FieldErrors,
@@ -88,7 +88,7 @@ fn check_pair(
 
 /// An optional string field where `""` means "left empty", as the seed's form sends it.
 fn optional_nonempty<T: FromJson>(
-    object: &mut Object<'_>,
+    object: &mut Object<'_, '_>,
     name: &'static str,
     errors: &mut FieldErrors,
 ) -> Option<Option<T>> {
@@ -99,7 +99,7 @@ fn optional_nonempty<T: FromJson>(
 }
 
 impl FromJson for CustomSipAccount {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let name = object.required("name", errors);
         let sip_server = optional_nonempty(&mut object, "sipServer", errors);
@@ -172,7 +172,7 @@ pub struct CustomSipAccountPatch {
 
 /// seed 003: "Explicitly cleared — auth is disabled (clear the username too)", and the reverse.
 fn check_cleared_pair(
-    object: &Object<'_>,
+    object: &Object<'_, '_>,
     (user_field, user): (&str, &Option<Patch<SipUser>>),
     (password_field, password): (&str, &Option<Patch<Secret>>),
     errors: &mut FieldErrors,
@@ -194,7 +194,7 @@ fn check_cleared_pair(
 }
 
 impl FromJson for CustomSipAccountPatch {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         if object.is_empty() {
             errors.push(at, "a PATCH must change at least one field");

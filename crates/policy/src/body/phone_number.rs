@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::json::Value;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::text::{HeaderName, Label, SipUser, XHeaderName};
 use super::text_enum;
@@ -169,7 +169,7 @@ pub struct DtmfConfig {
 }
 
 impl FromJson for DtmfConfig {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let auto_navigate_ivr = object.optional("auto_navigate_ivr", errors);
         let dtmf_sequence = object.optional("dtmf_sequence", errors);
@@ -201,7 +201,7 @@ pub struct TransferConfig {
 }
 
 impl FromJson for TransferConfig {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let allowed_destinations = object.optional("allowed_destinations", errors);
         let cold_transfer_enabled = object.optional("cold_transfer_enabled", errors);
@@ -233,7 +233,7 @@ pub struct AgentFeatures {
 }
 
 impl FromJson for AgentFeatures {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let call_screening = object.optional("call_screening", errors);
         let recording_enabled = object.optional("recording_enabled", errors);
@@ -321,7 +321,7 @@ fn is_vonage_trunk_domain(host: &Host) -> bool {
 }
 
 impl FromJson for PhoneNumberRegistration {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let phone_number = object.required("phone_number", errors);
         let provider: Option<Provider> = object.required("provider", errors);
@@ -422,11 +422,11 @@ mod tests {
     use crate::json::parse_body;
     use serde_json::json;
 
-    fn parse(body: Value) -> Result<PhoneNumberRegistration, FieldErrors> {
+    fn parse(body: serde_json::Value) -> Result<PhoneNumberRegistration, FieldErrors> {
         parse_body(body.to_string().as_bytes())
     }
 
-    fn full_example() -> Value {
+    fn full_example() -> serde_json::Value {
         json!({
             "phone_number": "+15551234567", "provider": "telnyx",
             "numbers": ["+15551234567", "+15551234568"],

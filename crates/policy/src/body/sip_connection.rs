@@ -1,7 +1,7 @@
 //! Seed 002: SIP connections, `POST /sip-connections` and `PATCH /sip-connections/{id}`.
 
+use crate::json::Value;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::text::{Identifier, Label, SipUser};
 use super::text_enum;
@@ -34,7 +34,7 @@ pub struct SipConnectionCreate {
 }
 
 impl FromJson for SipConnectionCreate {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let agent_id = object.required("agentId", errors);
         let name = object.optional("name", errors);
@@ -70,7 +70,7 @@ pub struct ConnectionSettings {
 }
 
 impl FromJson for ConnectionSettings {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let server = object.required("server", errors);
         let port = object.required("port", errors);
@@ -107,7 +107,7 @@ pub struct SipConnectionPatch {
 
 /// Reads a field that a PATCH may change but not remove (it is required on the resource).
 pub(crate) fn not_clearable<T: FromJson>(
-    object: &mut Object<'_>,
+    object: &mut Object<'_, '_>,
     name: &'static str,
     errors: &mut FieldErrors,
 ) -> Option<Option<T>> {
@@ -122,7 +122,7 @@ pub(crate) fn not_clearable<T: FromJson>(
 }
 
 impl FromJson for SipConnectionPatch {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         if object.is_empty() {
             errors.push(at, "a PATCH must change at least one field");
@@ -161,7 +161,7 @@ pub struct ConnectionSettingsPatch {
 }
 
 impl FromJson for ConnectionSettingsPatch {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let server = not_clearable(&mut object, "server", errors);
         let port = not_clearable(&mut object, "port", errors);

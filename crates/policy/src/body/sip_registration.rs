@@ -1,7 +1,7 @@
 //! Seed 000, "Set SIP Registration": `PUT /agents/{agentId}/sip-registration`.
 
+use crate::json::Value;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::text::SipUser;
 use super::text_enum;
@@ -51,7 +51,7 @@ pub struct SipRegistration {
 }
 
 impl FromJson for SipRegistration {
-    fn from_json(value: &Value, at: &Pointer, errors: &mut FieldErrors) -> Option<Self> {
+    fn from_json(value: &Value<'_>, at: &Pointer<'_>, errors: &mut FieldErrors) -> Option<Self> {
         let mut object = Object::open(value, at, errors)?;
         let domain = object.required("domain", errors);
         let username = object.required("username", errors);
