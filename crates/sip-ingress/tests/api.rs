@@ -1,11 +1,13 @@
 //! The control-plane API of the real `sip-ingress` binary, over loopback: an access-list entry
 //! added through the API lets the next INVITE from that source in, deleting it shuts it out
 //! again, tenants never see or touch each other's entries, invalid requests get RFC 9457
-//! answers, and what was acknowledged survives a SIGKILL.
+//! answers, what was acknowledged survives a SIGKILL in the middle of a stream of writes, and the
+//! whole loop works through the real edge.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use trunkguard::process::{Guarded, wait_until};
@@ -224,23 +226,44 @@ fn invalid_requests_get_problem_documents() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Writes one access-list entry per request on one connection until the connection fails (or
+/// `stop` is set); returns the ids of the writes the API acknowledged, and whether it ended on a
+/// failure.
+fn write_until_failure(api: SocketAddr, stop: &AtomicBool) -> (Vec<String>, bool) {
+    let mut acknowledged = Vec::new();
+    let Ok(mut connection) = trunkguard::http::Connection::open(api) else {
+        return (acknowledged, true);
+    };
+    for n in 0u32.. {
+        if stop.load(Ordering::SeqCst) {
+            return (acknowledged, false);
+        }
+        let body = format!(r#"{{"address":"10.{}.{}.0/24"}}"#, n / 256 % 256, n % 256);
+        let response = connection.request(
+            "POST",
+            LIST,
+            &[
+                ("x-tenant-id", "demo"),
+                ("content-type", "application/json"),
+            ],
+            Some(body.as_bytes()),
+        );
+        match response {
+            Ok(response) if response.status == 201 => {
+                acknowledged.push(id_of(&String::from_utf8_lossy(&response.body)));
+            }
+            Ok(response) => panic!("write {n} refused: {}", response.status),
+            Err(_) => return (acknowledged, true),
+        }
+    }
+    (acknowledged, false)
+}
+
 #[test]
-fn acknowledged_entries_survive_sigkill() {
+fn every_acknowledged_write_survives_a_sigkill_in_the_middle_of_a_stream() {
     let dir = scratch("durable");
     let (sip_port, api_port) = (trunkguard::free_udp_port(), trunkguard::free_port());
     let ingress = start(&dir, sip_port, api_port);
-    let mut ids = Vec::new();
-    for n in 0..20 {
-        let (status, body, _) = call(
-            &ingress,
-            "POST",
-            LIST,
-            Some("demo"),
-            Some(&format!(r#"{{"address":"10.9.{n}.0/24"}}"#)),
-        );
-        assert_eq!(status, 201, "{body}");
-        ids.push(id_of(&body));
-    }
     let (status, _, _) = call(
         &ingress,
         "POST",
@@ -249,23 +272,65 @@ fn acknowledged_entries_survive_sigkill() {
         Some(r#"{"address":"127.0.0.3"}"#),
     );
     assert_eq!(status, 201);
-    // Guarded kills with SIGKILL.
-    drop(ingress);
+
+    let stop = AtomicBool::new(false);
+    let api = ingress.api;
+    let (acknowledged, cut_off) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| write_until_failure(api, &stop));
+        // Let a stream build up, then kill the ingress while the writer is still writing.
+        std::thread::sleep(Duration::from_millis(1_500));
+        drop(ingress); // Guarded kills with SIGKILL.
+        // Bounds the writer if the kill somehow did not cut its connection.
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::SeqCst);
+        writer.join().expect("writer thread")
+    });
+    assert!(cut_off, "the kill did not land in the middle of the stream");
+    assert!(
+        acknowledged.len() >= 5,
+        "too few writes before the kill: {}",
+        acknowledged.len()
+    );
+
     let ingress = start(&dir, sip_port, api_port);
     let (_, body, _) = call(&ingress, "GET", LIST, Some("demo"), None);
-    for id in &ids {
-        assert!(body.contains(id.as_str()), "{id} lost: {body}");
-    }
+    let stored: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let stored: std::collections::HashSet<&str> = stored["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|item| item["id"].as_str())
+        .collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(id.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
     let answer = invite(&ingress, "127.0.0.3", 4).expect("the stored entry is in force");
     assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Through the edge: Envoy with the filter and the demo keys in front of the ingress's API.
+/// Through the edge, the whole loop of the README: Envoy with the filter and the demo keys in
+/// front of the ingress's API; what the demo key adds and registers changes who gets in and
+/// what the agent receives; acme's key sees none of it; bad bodies stop at the edge and at the
+/// API alike.
 #[test]
 fn the_loop_through_the_edge_changes_who_gets_in() {
     let dir = scratch("edge");
-    let ingress = start(&dir, trunkguard::free_udp_port(), trunkguard::free_port());
+    let gateway = UdpSocket::bind("127.0.0.1:0").expect("gateway socket");
+    let gateway_port = gateway.local_addr().expect("addr").port();
+    let ingress = start_with_gateway(
+        &dir,
+        trunkguard::free_udp_port(),
+        trunkguard::free_port(),
+        gateway_port,
+    );
     // Its own scratch name: the tests here clear `trunkguard-api-<name>-<pid>` directories.
     let mut edge = trunkguard::edge::start_envoy("edge-before-api", ingress.api.port(), &[]);
     edge.wait_ready();
@@ -292,22 +357,59 @@ fn the_loop_through_the_edge_changes_who_gets_in() {
     let answer = invite(&ingress, "127.0.0.3", 11).expect("admitted");
     assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
 
+    // A new agent registered through the edge is called by its username from 127.0.0.3 and
+    // receives its X-Dest-User.
+    let registration = r#"{"domain":"pbx.example.com","username":"edgeagent","password":"hunter2","xDestUser":"desk.edge"}"#;
+    let (status, body) = send(DEMO, "PUT", AGENT, Some(registration));
+    assert_eq!(status, 201, "{body}");
+    assert!(!body.contains("hunter2"), "{body}");
+    let caller = invite_from(&ingress, "127.0.0.3", "edgeagent", 12);
+    let forwarded = received(&gateway).expect("the new agent is called");
+    assert!(
+        forwarded.starts_with(&format!(
+            "INVITE sip:edgeagent@127.0.0.1:{gateway_port} SIP/2.0"
+        )),
+        "{forwarded}"
+    );
+    assert!(
+        forwarded.contains("\r\nX-Dest-User: desk.edge\r\n"),
+        "{forwarded}"
+    );
+    assert!(received(&caller).is_some_and(|m| m.starts_with("SIP/2.0 100 Trying")));
+
     // acme's key reaches the same API as tenant acme: nothing to see, nothing to delete.
     assert_eq!(
         send(ACME, "GET", LIST, None),
         (200, r#"{"items":[]}"#.to_owned())
     );
-    let (status, _) = send(ACME, "DELETE", &format!("{LIST}/{id}"), None);
-    assert_eq!(status, 404);
+    assert_eq!(send(ACME, "DELETE", &format!("{LIST}/{id}"), None).0, 404);
+    assert_eq!(send(ACME, "GET", AGENT, None).0, 404);
+    assert_eq!(send(ACME, "DELETE", AGENT, None).0, 404);
 
-    // An invalid body is refused at the edge (and, as tested above, by the API too).
-    let (status, body) = send(DEMO, "POST", LIST, Some(r#"{"address":"10.0.0.1/24"}"#));
+    // An invalid body is refused at the edge, and by the API when called directly.
+    let invalid = r#"{"address":"10.0.0.1/24"}"#;
+    let (status, body) = send(DEMO, "POST", LIST, Some(invalid));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("did you mean 10.0.0.0/24?"), "{body}");
+    let (status, direct, content_type) = call(&ingress, "POST", LIST, Some("demo"), Some(invalid));
+    assert_eq!(status, 400, "{direct}");
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let errors = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).expect("json")["errors"].clone()
+    };
+    assert_eq!(
+        errors(&body),
+        errors(&direct),
+        "the edge and the API judge alike"
+    );
 
     let (status, _) = send(DEMO, "DELETE", &format!("{LIST}/{id}"), None);
     assert_eq!(status, 204);
-    assert_eq!(invite(&ingress, "127.0.0.3", 12), None, "shut out again");
+    let caller = invite_from(&ingress, "127.0.0.3", "edgeagent", 13);
+    assert_eq!(received(&caller), None, "shut out again: no answer");
+    assert_eq!(received(&gateway), None, "and nothing reached the agent");
+    let log = std::fs::read_to_string(dir.join("ingress.log")).unwrap_or_default();
+    assert!(!log.contains("hunter2"), "the password was logged");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -326,16 +428,22 @@ fn received(socket: &UdpSocket) -> Option<String> {
 }
 
 fn invite_for(ingress: &Ingress, called: &str, n: u32) {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("socket");
+    invite_from(ingress, "127.0.0.1", called, n);
+}
+
+/// Sends an INVITE for `called` from `source`; returns the caller's socket, where answers come.
+fn invite_from(ingress: &Ingress, source: &str, called: &str, n: u32) -> UdpSocket {
+    let socket = UdpSocket::bind((source, 0)).expect("loopback source");
     let port = socket.local_addr().expect("addr").port();
     let message = format!(
-        "INVITE sip:{called}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-reg-{n}\r\n\
+        "INVITE sip:{called}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {source}:{port};branch=z9hG4bK-reg-{n}\r\n\
          From: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:{called}@127.0.0.1>\r\nCall-ID: reg-{n}\r\n\
          CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
     socket
         .send_to(message.as_bytes(), ingress.sip)
         .expect("sent");
+    socket
 }
 
 #[test]
