@@ -117,6 +117,12 @@ struct RawSip {
     tcp_idle_seconds: u64,
     #[serde(default = "default_connections_per_source")]
     tcp_connections_per_source: usize,
+    #[serde(default = "default_t1_ms")]
+    t1_ms: u64,
+}
+
+fn default_t1_ms() -> u64 {
+    500
 }
 
 fn default_idle_seconds() -> u64 {
@@ -174,6 +180,9 @@ pub struct Config {
     pub tcp_idle: std::time::Duration,
     /// The most TCP connections one source address may hold.
     pub tcp_connections_per_source: usize,
+    /// RFC 3261 T1, the round-trip estimate: a forwarded INVITE is sent again after T1, 2xT1,
+    /// 4xT1... until the agent answers, and the caller gets 408 after 64xT1 of silence.
+    pub t1: std::time::Duration,
     /// Tenants, agents and access lists.
     pub tenants: Vec<Tenant>,
     /// What sources outside the called tenant's list get.
@@ -264,6 +273,12 @@ impl Config {
                 ));
             }
         }
+        if !(1..=60_000).contains(&raw.sip.t1_ms) {
+            problems.push(format!(
+                "sip.t1_ms: {} is not a round-trip time from 1 to 60000 ms",
+                raw.sip.t1_ms
+            ));
+        }
         if raw.sip.tcp_idle_seconds == 0 || raw.sip.tcp_connections_per_source == 0 {
             problems.push(
                 "sip: tcp_idle_seconds and tcp_connections_per_source must be at least 1"
@@ -336,6 +351,7 @@ impl Config {
             udp: raw.sip.udp,
             tcp: raw.sip.tcp,
             tcp_idle: std::time::Duration::from_secs(raw.sip.tcp_idle_seconds),
+            t1: std::time::Duration::from_millis(raw.sip.t1_ms),
             tcp_connections_per_source: raw.sip.tcp_connections_per_source,
             tenants,
             denied,
@@ -500,5 +516,16 @@ mod tests {
         assert!(err.to_string().contains("extra"), "{err}");
         let err = Config::parse("[sip]\nudp = [\"localhost\"]\n").expect_err("bad address");
         assert!(err.to_string().contains("udp"), "{err}");
+    }
+
+    #[test]
+    fn t1_defaults_to_rfc_3261s_and_must_be_a_plausible_round_trip() {
+        let config = Config::parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n").expect("valid");
+        assert_eq!(config.t1, std::time::Duration::from_millis(500));
+        for bad in ["0", "60001"] {
+            let text = format!("[sip]\nudp = [\"127.0.0.1:5060\"]\nt1_ms = {bad}\n");
+            let err = Config::parse(&text).expect_err("refused");
+            assert!(err.to_string().contains("sip.t1_ms"), "{err}");
+        }
     }
 }

@@ -229,7 +229,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
             ));
         }
         let policy = LivePolicy::new(updates.clone(), Arc::clone(&metrics));
-        let proxy = Proxy::new(Box::new(policy), local, config.flood);
+        let proxy = Proxy::new(Box::new(policy), local, config.flood, config.t1);
         let transports = Transports {
             socket,
             connections,
@@ -332,6 +332,16 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
                 metrics.live(&socket_label, proxy.live());
                 continue;
             }
+            () = until(proxy.next_timer()) => {
+                let (outgoing, events) = proxy.on_timers(Instant::now());
+                for event in &events {
+                    metrics.event(event);
+                }
+                for out in outgoing {
+                    transports.send(out.to, out.bytes).await;
+                }
+                continue;
+            }
         };
         let (outgoing, event) = proxy.on_message(&bytes, source, transport, Instant::now());
         metrics.message(transport.as_str());
@@ -341,6 +351,14 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
         for out in outgoing {
             transports.send(out.to, out.bytes).await;
         }
+    }
+}
+
+/// Completes at `deadline`, never when there is none.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 

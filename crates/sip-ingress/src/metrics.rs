@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::proxy::Event;
 
 /// One metric family: its type and help text.
-const FAMILIES: [(&str, &str, &str); 10] = [
+const FAMILIES: [(&str, &str, &str); 11] = [
     (
         "sip_ingress_messages_total",
         "counter",
@@ -37,6 +37,11 @@ const FAMILIES: [(&str, &str, &str); 10] = [
         "sip_ingress_dropped_total",
         "counter",
         "Messages dropped without an answer",
+    ),
+    (
+        "sip_ingress_invite_timers_total",
+        "counter",
+        "Forwarded INVITEs retransmitted to a silent agent (Timer A) and callers answered 408 when it stayed silent (Timer B)",
     ),
     (
         "sip_ingress_policy_info",
@@ -138,6 +143,14 @@ impl Metrics {
                 self.add("sip_ingress_relayed_total", "kind=\"response\"".to_owned());
             }
             Event::Dropped => self.add("sip_ingress_dropped_total", String::new()),
+            Event::Retransmitted => self.add(
+                "sip_ingress_invite_timers_total",
+                "timer=\"A\",action=\"retransmitted\"".to_owned(),
+            ),
+            Event::TimedOut => self.add(
+                "sip_ingress_invite_timers_total",
+                "timer=\"B\",action=\"answered_408\"".to_owned(),
+            ),
         }
     }
 
@@ -204,6 +217,8 @@ mod tests {
         metrics.event(&Event::Refused("from_not_e164".into()));
         metrics.event(&Event::Answered(404));
         metrics.event(&Event::Dropped);
+        metrics.event(&Event::Retransmitted);
+        metrics.event(&Event::TimedOut);
         metrics.policy_in_force("ab12");
         metrics.policy_in_force("cd34");
         metrics.policy_failure("deadline");
@@ -214,6 +229,8 @@ mod tests {
             "sip_ingress_messages_total{transport=\"udp\"} 2",
             "sip_ingress_admission_total{decision=\"forward\",reason=\"admitted\"} 1",
             "sip_ingress_admission_total{decision=\"refuse\",reason=\"from_not_e164\"} 1",
+            "sip_ingress_invite_timers_total{timer=\"A\",action=\"retransmitted\"} 1",
+            "sip_ingress_invite_timers_total{timer=\"B\",action=\"answered_408\"} 1",
             "sip_ingress_answers_total{code=\"404\"} 1",
             "sip_ingress_dropped_total 1",
             "sip_ingress_policy_info{sha256=\"cd34\"} 1",

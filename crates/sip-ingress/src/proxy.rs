@@ -12,6 +12,10 @@
 //! * Responses are relayed by popping our Via and sending to the next one's `received`/`rport`
 //!   or sent-by. For a non-2xx final answer to an INVITE the proxy sends the ACK itself and
 //!   absorbs the caller's (RFC 3261 section 17.1.1.3).
+//! * A forwarded INVITE is retransmitted to the agent after T1, 2xT1, 4xT1... until the agent
+//!   answers at all, and if it has not answered after 64xT1 the caller gets 408 Request Timeout
+//!   (RFC 3261 section 17.1.1.2, Timers A and B). Agents are reached over UDP, so this is always
+//!   the proxy's job. [`Proxy::on_timers`] does it; [`Proxy::next_timer`] says when.
 //! * OPTIONS addressed to the ingress itself is answered 200.
 //! * An initial INVITE that already carries a Via of the ingress's own address has come back
 //!   through it: 482 Loop Detected (RFC 3261 section 16.3). The ingress only forwards to agents,
@@ -21,7 +25,8 @@
 //!
 //! State (dialogs, INVITE transactions) is bounded in number and expires.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -37,8 +42,11 @@ use crate::sip::forward::{self, Edits};
 use crate::sip::head::Head;
 use crate::sip::{response, uri};
 
-/// How long an INVITE transaction is remembered (64 x T1, RFC 3261 Timer B).
+/// How long an INVITE transaction is remembered at least (64 x the default T1, RFC 3261 Timer
+/// B); longer when a larger T1 makes Timer B fire later.
 const TRANSACTION_LIFETIME: Duration = Duration::from_secs(32);
+/// RFC 3261's default T1, the round-trip time estimate.
+pub const DEFAULT_T1: Duration = Duration::from_millis(500);
 /// How long a dialog is remembered without a BYE.
 const DIALOG_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The most dialogs and transactions kept; beyond this new calls get 503.
@@ -62,6 +70,10 @@ pub enum Event {
     Refused(Reason),
     /// A retransmission was absorbed.
     Retransmission,
+    /// A forwarded INVITE the agent has not answered was sent again (Timer A).
+    Retransmitted,
+    /// The agent never answered a forwarded INVITE; the caller got 408 (Timer B).
+    TimedOut,
     /// An in-dialog request or a CANCEL was relayed.
     Relayed,
     /// A response was relayed.
@@ -89,6 +101,29 @@ struct InviteTransaction {
     /// The last response sent to the caller, resent on retransmissions.
     last_response: Vec<u8>,
     since: Instant,
+    /// Set until the agent answers anything.
+    unanswered: Option<Unanswered>,
+}
+
+/// A forwarded INVITE the agent has not answered yet: RFC 3261 Timers A and B.
+#[derive(Debug)]
+struct Unanswered {
+    /// The forwarded INVITE, sent again when Timer A fires.
+    forwarded: Vec<u8>,
+    /// When Timer A fires next, and its current interval (doubling from T1).
+    retransmit_at: Instant,
+    interval: Duration,
+    /// Timer B: when the caller gets the 408 prepared here.
+    give_up_at: Instant,
+    timeout: Vec<u8>,
+    caller: SocketAddr,
+    call_id: String,
+}
+
+impl Unanswered {
+    fn next_deadline(&self) -> Instant {
+        self.retransmit_at.min(self.give_up_at)
+    }
 }
 
 /// The per-source flood limiter.
@@ -101,6 +136,10 @@ pub struct Proxy {
     flood: FloodLimiter,
     dialogs: HashMap<String, Dialog>,
     invites: HashMap<String, InviteTransaction>,
+    t1: Duration,
+    /// When each unanswered INVITE transaction needs attention; an entry whose transaction was
+    /// answered or forgotten meanwhile is dropped when it comes up.
+    timers: BinaryHeap<Reverse<(Instant, String)>>,
 }
 
 /// FNV-1a, for branch ids derived from what identifies the incoming transaction.
@@ -162,15 +201,73 @@ fn cseq_method(head: &Head) -> &str {
 
 impl Proxy {
     /// A proxy admitting by `admission`, reachable at `local` (our Via and Record-Route),
-    /// limiting each source to `flood` out-of-dialog requests.
-    pub fn new(admission: Box<dyn Admit>, local: SocketAddr, flood: Quota) -> Self {
+    /// limiting each source to `flood` out-of-dialog requests, retransmitting over UDP with
+    /// round-trip estimate `t1`.
+    pub fn new(admission: Box<dyn Admit>, local: SocketAddr, flood: Quota, t1: Duration) -> Self {
         Self {
             admission,
             local,
             flood: RateLimiter::hashmap_with_clock(flood, MonotonicClock),
             dialogs: HashMap::new(),
             invites: HashMap::new(),
+            t1,
+            timers: BinaryHeap::new(),
         }
+    }
+
+    /// How long an INVITE transaction is remembered: at least until one T1 after its Timer B, so
+    /// expiry never forgets a transaction whose 408 is still due.
+    fn transaction_lifetime(&self) -> Duration {
+        TRANSACTION_LIFETIME.max(self.t1 * 65)
+    }
+
+    /// When [`Proxy::on_timers`] next has something to do.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Retransmits the forwarded INVITEs whose Timer A fired and answers 408 to the callers
+    /// whose Timer B fired, as of `now`.
+    pub fn on_timers(&mut self, now: Instant) -> (Vec<Outgoing>, Vec<Event>) {
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, key))) = self.timers.pop() else {
+                break;
+            };
+            let Some(transaction) = self.invites.get_mut(&key) else {
+                continue;
+            };
+            let Some(unanswered) = &mut transaction.unanswered else {
+                continue;
+            };
+            if unanswered.give_up_at <= now {
+                out.push(Outgoing {
+                    to: unanswered.caller,
+                    bytes: unanswered.timeout.clone(),
+                });
+                transaction.last_response = unanswered.timeout.clone();
+                self.dialogs.remove(&unanswered.call_id);
+                transaction.unanswered = None;
+                events.push(Event::TimedOut);
+                continue;
+            }
+            if unanswered.retransmit_at <= now {
+                out.push(Outgoing {
+                    to: transaction.callee,
+                    bytes: unanswered.forwarded.clone(),
+                });
+                // Scheduled from the previous schedule, not from `now`, so a late timer does
+                // not push every later retransmission (and the count before Timer B) back.
+                unanswered.interval *= 2;
+                unanswered.retransmit_at += unanswered.interval;
+                events.push(Event::Retransmitted);
+            }
+            self.timers.push(Reverse((unanswered.next_deadline(), key)));
+        }
+        (out, events)
     }
 
     /// The number of dialogs and INVITE transactions held.
@@ -186,8 +283,9 @@ impl Proxy {
     pub fn expire(&mut self, now: Instant) {
         self.flood.retain_recent();
         self.flood.shrink_to_fit();
+        let lifetime = self.transaction_lifetime();
         self.invites
-            .retain(|_, t| now.duration_since(t.since) < TRANSACTION_LIFETIME);
+            .retain(|_, t| now.duration_since(t.since) < lifetime);
         self.dialogs
             .retain(|_, d| now.duration_since(d.since) < DIALOG_LIFETIME);
     }
@@ -384,6 +482,17 @@ impl Proxy {
         };
         let forwarded = forward::forward(bytes, request, &edits);
         let trying = response::build(head, 100, &[]);
+        let unanswered = Unanswered {
+            forwarded: forwarded.clone(),
+            retransmit_at: now + self.t1,
+            interval: self.t1,
+            give_up_at: now + self.t1 * 64,
+            timeout: response::build(head, 408, &[]),
+            caller: source,
+            call_id: value(head, "Call-ID").to_owned(),
+        };
+        self.timers
+            .push(Reverse((unanswered.next_deadline(), key.clone())));
         self.invites.insert(
             key,
             InviteTransaction {
@@ -392,6 +501,7 @@ impl Proxy {
                 request_uri: forward.agent_uri,
                 last_response: trying.clone(),
                 since: now,
+                unanswered: Some(unanswered),
             },
         );
         self.dialogs.insert(
@@ -530,6 +640,7 @@ impl Proxy {
                 }
                 if let Some(transaction) = self.invites.get_mut(&key) {
                     transaction.last_response = relayed;
+                    transaction.unanswered = None;
                 }
             }
         } else if method == "BYE" && response.code >= 200 {
@@ -573,6 +684,7 @@ mod tests {
             Box::new(rules),
             "127.0.0.1:5060".parse().expect("addr"),
             quota,
+            DEFAULT_T1,
         )
     }
 
@@ -643,7 +755,89 @@ mod tests {
             "the 100 Trying is sent again, nothing forwarded"
         );
         assert_eq!(proxy.live(), (1, 1));
-        proxy.expire(Instant::now() + TRANSACTION_LIFETIME);
+        proxy.expire(Instant::now() + proxy.transaction_lifetime());
         assert_eq!(proxy.live(), (1, 0));
+    }
+
+    fn text(out: &Outgoing) -> String {
+        String::from_utf8_lossy(&out.bytes).into_owned()
+    }
+
+    #[test]
+    fn an_unanswered_invite_is_retransmitted_at_doubling_intervals_then_the_caller_gets_408() {
+        let mut proxy = proxy(100, 100);
+        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let start = Instant::now();
+        let (out, _) = proxy.on_message(&invite(1), caller, Transport::Udp, start);
+        let forwarded = out[1].clone();
+        assert_eq!(proxy.next_timer(), Some(start + DEFAULT_T1));
+        assert_eq!(proxy.on_timers(start + DEFAULT_T1 / 2), (vec![], vec![]));
+
+        // Timer A: T1, 2T1, 4T1... after the last send: six retransmissions before 64 x T1.
+        let mut sent_at = Vec::new();
+        let mut at = start;
+        while let Some(next) = proxy.next_timer() {
+            at = next;
+            let (out, events) = proxy.on_timers(at);
+            if events == [Event::TimedOut] {
+                break;
+            }
+            assert_eq!(
+                (out, events),
+                (vec![forwarded.clone()], vec![Event::Retransmitted])
+            );
+            sent_at.push((at - start).as_millis());
+        }
+        assert_eq!(sent_at, [500, 1500, 3500, 7500, 15500, 31500]);
+
+        // Timer B at 64 x T1: 408 to the caller, who gets it again if it retransmits.
+        assert_eq!(at - start, DEFAULT_T1 * 64);
+        assert_eq!(proxy.next_timer(), None);
+        let (again, event) = proxy.on_message(&invite(1), caller, Transport::Udp, at);
+        assert_eq!(event, Event::Retransmission);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].to, caller);
+        assert!(
+            text(&again[0]).starts_with("SIP/2.0 408 Request Timeout\r\n"),
+            "{}",
+            text(&again[0])
+        );
+        assert_eq!(
+            proxy.live(),
+            (0, 1),
+            "the dialog that never was is forgotten"
+        );
+    }
+
+    #[test]
+    fn any_answer_from_the_agent_stops_the_retransmissions_and_the_408() {
+        let mut proxy = proxy(100, 100);
+        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let start = Instant::now();
+        let (out, _) = proxy.on_message(&invite(2), caller, Transport::Udp, start);
+        let forwarded = text(&out[1]);
+        let via = forwarded
+            .lines()
+            .find(|l| l.starts_with("Via: "))
+            .expect("our via");
+        let ringing = format!(
+            "SIP/2.0 180 Ringing\r\n{via}\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK2\r\n\
+             From: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:sales@127.0.0.1>;tag=a\r\n\
+             Call-ID: flood-2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let agent = out[1].to;
+        let (relayed, event) = proxy.on_message(
+            ringing.as_bytes(),
+            agent,
+            Transport::Udp,
+            start + DEFAULT_T1 / 2,
+        );
+        assert_eq!((relayed.len(), event), (1, Event::ResponseRelayed));
+        assert_eq!(
+            proxy.on_timers(start + DEFAULT_T1 * 100),
+            (vec![], vec![]),
+            "nothing retransmitted, no 408"
+        );
+        assert_eq!(proxy.next_timer(), None);
     }
 }

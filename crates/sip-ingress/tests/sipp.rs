@@ -9,7 +9,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use trunkguard::process::{Guarded, wait_until};
 
@@ -47,6 +47,11 @@ const ROOMY_POLICY: &str = "[policy]\ndeadline_ms = 500\n";
 /// The demo world with `extra` configuration text (placed before the tenants; it should set
 /// `[policy] deadline_ms` as [`ROOMY_POLICY`] does).
 fn start_ingress_with(name: &str, extra: &str) -> World {
+    start_world(name, "", extra)
+}
+
+/// As [`start_ingress_with`], with `sip_extra` added to the `[sip]` table.
+fn start_world(name: &str, sip_extra: &str, extra: &str) -> World {
     let ingress_v6_port = std::net::UdpSocket::bind("[::1]:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
@@ -63,6 +68,7 @@ fn start_ingress_with(name: &str, extra: &str) -> World {
 udp = ["127.0.0.1:{ingress_port}", "[::1]:{ingress_v6_port}"]
 tcp = ["127.0.0.1:{ingress_port}"]
 tcp_connections_per_source = 4
+{sip_extra}
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
@@ -639,4 +645,69 @@ fn ten_reloads_under_load_fail_no_call() {
         0
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The next datagram on `socket` within `wait`.
+fn next_datagram(socket: &UdpSocket, wait: Duration) -> Option<(String, Instant)> {
+    socket.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buffer = [0u8; 8192];
+    let (n, _) = socket.recv_from(&mut buffer).ok()?;
+    Some((
+        String::from_utf8_lossy(&buffer[..n]).into_owned(),
+        Instant::now(),
+    ))
+}
+
+#[test]
+fn a_silent_agent_gets_the_invite_again_at_doubling_intervals_and_the_caller_408() {
+    // T1 = 100 ms: retransmissions 0.1, 0.3, 0.7, 1.5, 3.1 and 6.3 s after the first send, and
+    // Timer B at 64 x T1 = 6.4 s.
+    let world = start_world("timers", "t1_ms = 100", ROOMY_POLICY);
+    let agent = UdpSocket::bind(("127.0.0.1", world.agent_port)).expect("the agent's port");
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("caller socket");
+    let caller_port = caller.local_addr().expect("addr").port();
+    caller
+        .send_to(&invite(caller_port, "sales", 70), world.ingress)
+        .expect("sent");
+    let (trying, _) = next_datagram(&caller, Duration::from_secs(2)).expect("100 Trying");
+    assert!(trying.starts_with("SIP/2.0 100 Trying\r\n"), "{trying}");
+
+    // The longest gap is 32 x T1 = 3.2 s.
+    let copies: Vec<(String, Instant)> = (0..7)
+        .map_while(|_| next_datagram(&agent, Duration::from_secs(5)))
+        .collect();
+    assert_eq!(copies.len(), 7, "the INVITE and six retransmissions");
+    assert!(copies.iter().all(|(text, _)| *text == copies[0].0));
+    assert!(copies[0].0.starts_with("INVITE sip:sales@127.0.0.1:"));
+    // Retransmission k is due (2^k - 1) x T1 after the first send, never earlier: Timer A
+    // doubling, not a fixed resend.
+    let offsets: Vec<Duration> = copies.iter().map(|(_, at)| *at - copies[0].1).collect();
+    for (k, offset) in offsets.iter().enumerate().skip(1) {
+        let due = Duration::from_millis(100 * ((1 << k) - 1)) - Duration::from_millis(10);
+        assert!(
+            *offset >= due,
+            "retransmission {k} at {offset:?}: {offsets:?}"
+        );
+    }
+
+    let (answer, _) = next_datagram(&caller, Duration::from_secs(2)).expect("408");
+    assert!(
+        answer.starts_with("SIP/2.0 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("branch=z9hG4bK-raw-sales"), "{answer}");
+    assert_eq!(
+        next_datagram(&agent, Duration::from_millis(500)),
+        None,
+        "nothing is sent to the agent after Timer B"
+    );
+    let text = metrics(&world);
+    assert!(
+        text.contains("sip_ingress_invite_timers_total{timer=\"A\",action=\"retransmitted\"} 6"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sip_ingress_invite_timers_total{timer=\"B\",action=\"answered_408\"} 1"),
+        "{text}"
+    );
 }
