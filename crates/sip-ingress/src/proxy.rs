@@ -336,6 +336,31 @@ impl Proxy {
         )]
     }
 
+    /// The Record-Route of an initial INVITE received over `transport`. Agents are reached over
+    /// UDP, so a caller on TCP gets a double Record-Route (RFC 5658): the top entry is the UDP
+    /// address the agent's in-dialog requests come to, the bottom one the TCP address the
+    /// caller's come to, so neither side switches transport.
+    fn record_route(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("<sip:{};lr>", self.local),
+            Transport::Tcp => format!(
+                "<sip:{local};lr>, <sip:{local};transport=tcp;lr>",
+                local = self.local
+            ),
+        }
+    }
+
+    /// How many of the first Route elements name the ingress (two after a double
+    /// Record-Route), all of which it consumes.
+    fn leading_routes_naming_us(&self, head: &Head) -> usize {
+        head.all("Route")
+            .flat_map(|f| split_list(&f.value))
+            .take_while(|route| {
+                uri::host_port(uri::uri_of(route)).is_some_and(|hp| self.is_local(&hp))
+            })
+            .count()
+    }
+
     fn our_via(&self, branch: &str) -> String {
         format!("SIP/2.0/UDP {};branch={branch}", self.local)
     }
@@ -475,9 +500,9 @@ impl Proxy {
         let edits = Edits {
             request_uri: Some(forward.agent_uri.clone()),
             via: self.our_via(&branch),
-            record_route: Some(format!("<sip:{};lr>", self.local)),
+            record_route: Some(self.record_route(transport)),
             headers: forward.headers,
-            consume_route: false,
+            consume_route: 0,
             source: Some(source),
         };
         let forwarded = forward::forward(bytes, request, &edits);
@@ -563,17 +588,13 @@ impl Proxy {
             dialog.callee
         };
         let branch = self.branch_for(head, source);
-        let route_names_us = head
-            .first("Route")
-            .and_then(|f| split_list(&f.value).into_iter().next())
-            .and_then(|r| uri::host_port(uri::uri_of(&r)))
-            .is_some_and(|hp| self.is_local(&hp));
+        let ours = self.leading_routes_naming_us(head);
         let edits = Edits {
             request_uri: None,
             via: self.our_via(&branch),
             record_route: None,
             headers: Vec::new(),
-            consume_route: route_names_us,
+            consume_route: ours,
             source: Some(source),
         };
         let forwarded = forward::forward(bytes, request, &edits);
@@ -807,6 +828,35 @@ mod tests {
             (0, 1),
             "the dialog that never was is forgotten"
         );
+    }
+
+    #[test]
+    fn a_caller_on_tcp_gets_a_double_record_route_and_both_routes_are_consumed() {
+        let mut proxy = proxy(100, 100);
+        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let (out, _) = proxy.on_message(&invite(3), caller, Transport::Tcp, Instant::now());
+        assert!(
+            text(&out[1]).contains(
+                "\r\nRecord-Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5060;transport=tcp;lr>\r\n"
+            ),
+            "{}",
+            text(&out[1])
+        );
+        let (out, _) = proxy.on_message(&invite(4), caller, Transport::Udp, Instant::now());
+        assert!(
+            text(&out[1]).contains("\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\n"),
+            "{}",
+            text(&out[1])
+        );
+
+        // The caller's BYE carries the route set in reverse: the TCP entry first.
+        let bye = "BYE sip:sales@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKbye\r\n\
+             Route: <sip:127.0.0.1:5060;transport=tcp;lr>, <sip:127.0.0.1:5060;lr>\r\n\
+             From: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:sales@127.0.0.1>;tag=a\r\n\
+             Call-ID: flood-3\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        let (out, event) = proxy.on_message(bye.as_bytes(), caller, Transport::Tcp, Instant::now());
+        assert_eq!(event, Event::Relayed);
+        assert!(!text(&out[0]).contains("Route:"), "{}", text(&out[0]));
     }
 
     #[test]

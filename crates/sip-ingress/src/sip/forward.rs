@@ -26,8 +26,9 @@ pub struct Edits {
     /// of the received ones (the agent's proxy); any other field replaces the received fields
     /// of its name. A received `X-Dest-User` never passes: only the policy sets it.
     pub headers: Vec<(String, String)>,
-    /// Remove the first Route element (the caller checked that it names the ingress).
-    pub consume_route: bool,
+    /// How many leading Route elements to remove (the caller checked that they name the
+    /// ingress: one, or two after a double Record-Route).
+    pub consume_route: usize,
     /// Where the request came from: stamped on the sender's Via as `received` and `rport`
     /// (RFC 3261 section 18.2.1, RFC 3581, as Kamailio's `force_rport()`), so responses go back
     /// to the address, and over TCP the connection, the request came from.
@@ -95,11 +96,14 @@ pub fn forward(message: &[u8], request: &Request, edits: &Edits) -> Vec<u8> {
                 *first = stamp(first, source);
             }
             out.extend_from_slice(format!("Via: {}\r\n", vias.join(", ")).as_bytes());
-        } else if field.name == "Route" && route_to_consume {
-            route_to_consume = false;
-            let rest = split_list(&field.value);
-            if rest.len() > 1 {
-                out.extend_from_slice(format!("Route: {}\r\n", rest[1..].join(", ")).as_bytes());
+        } else if field.name == "Route" && route_to_consume > 0 {
+            let elements = split_list(&field.value);
+            let consumed = route_to_consume.min(elements.len());
+            route_to_consume -= consumed;
+            if elements.len() > consumed {
+                out.extend_from_slice(
+                    format!("Route: {}\r\n", elements[consumed..].join(", ")).as_bytes(),
+                );
             }
         } else if field.name == "Max-Forwards" {
             saw_max_forwards = true;
@@ -166,7 +170,7 @@ mod tests {
             via: "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKtg1".into(),
             record_route: Some("<sip:127.0.0.1:5060;transport=udp;lr>".into()),
             headers: vec![("X-Dest-User".into(), "sales.desk".into())],
-            consume_route: false,
+            consume_route: 0,
             source: None,
         }
     }
@@ -225,7 +229,7 @@ mod tests {
             request_uri: None,
             record_route: None,
             headers: Vec::new(),
-            consume_route: true,
+            consume_route: 1,
             ..edits()
         };
         let text = String::from_utf8_lossy(&forward(bye, &request, &edits)).into_owned();
@@ -234,6 +238,34 @@ mod tests {
         ));
         assert!(text.contains("Route: <sip:next.example;lr>\r\n"));
         assert!(!text.contains("Record-Route"));
+    }
+
+    #[test]
+    fn both_routes_of_a_double_record_route_are_consumed_across_fields() {
+        for routes in [
+            "Route: <sip:127.0.0.1:5060;transport=tcp;lr>, <sip:127.0.0.1:5060;lr>, <sip:next.example;lr>\r\n",
+            "Route: <sip:127.0.0.1:5060;transport=tcp;lr>\r\nRoute: <sip:127.0.0.1:5060;lr>, <sip:next.example;lr>\r\n",
+        ] {
+            let bye = format!(
+                "BYE sip:agent@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bK-3\r\n\
+                 {routes}From: <sip:+15551230000@10.0.0.1>;tag=a\r\nTo: <sip:sales@127.0.0.1>;tag=b\r\n\
+                 Call-ID: c1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+            );
+            let Verdict::Request(request) = classify_datagram(bye.as_bytes()) else {
+                panic!("not a request")
+            };
+            let edits = Edits {
+                request_uri: None,
+                record_route: None,
+                headers: Vec::new(),
+                consume_route: 2,
+                ..edits()
+            };
+            let text =
+                String::from_utf8_lossy(&forward(bye.as_bytes(), &request, &edits)).into_owned();
+            let remaining: Vec<&str> = text.lines().filter(|l| l.starts_with("Route:")).collect();
+            assert_eq!(remaining, ["Route: <sip:next.example;lr>"], "{text}");
+        }
     }
 
     #[test]
