@@ -87,6 +87,8 @@ pub enum Event {
 #[derive(Debug)]
 struct Dialog {
     caller: SocketAddr,
+    /// How the caller reached us, and so how requests to it leave (agents are on UDP).
+    caller_transport: Transport,
     callee: SocketAddr,
     since: Instant,
 }
@@ -362,7 +364,16 @@ impl Proxy {
     }
 
     fn our_via(&self, branch: &str) -> String {
-        format!("SIP/2.0/UDP {};branch={branch}", self.local)
+        self.our_via_over(Transport::Udp, branch)
+    }
+
+    /// Our Via on a request sent over `transport`.
+    fn our_via_over(&self, transport: Transport, branch: &str) -> String {
+        let protocol = match transport {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        };
+        format!("SIP/2.0/{protocol} {};branch={branch}", self.local)
     }
 
     fn branch_for(&self, head: &Head, source: SocketAddr) -> String {
@@ -533,6 +544,7 @@ impl Proxy {
             value(head, "Call-ID").to_owned(),
             Dialog {
                 caller: source,
+                caller_transport: transport,
                 callee: next_hop,
                 since: now,
             },
@@ -582,16 +594,16 @@ impl Proxy {
             }
             return Self::answer(head, source, 481, &[]);
         };
-        let to = if source == dialog.callee {
-            dialog.caller
+        let (to, transport) = if source == dialog.callee {
+            (dialog.caller, dialog.caller_transport)
         } else {
-            dialog.callee
+            (dialog.callee, Transport::Udp)
         };
         let branch = self.branch_for(head, source);
         let ours = self.leading_routes_naming_us(head);
         let edits = Edits {
             request_uri: None,
-            via: self.our_via(&branch),
+            via: self.our_via_over(transport, &branch),
             record_route: None,
             headers: Vec::new(),
             consume_route: ours,
@@ -856,6 +868,29 @@ mod tests {
              Call-ID: flood-3\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
         let (out, event) = proxy.on_message(bye.as_bytes(), caller, Transport::Tcp, Instant::now());
         assert_eq!(event, Event::Relayed);
+        assert!(!text(&out[0]).contains("Route:"), "{}", text(&out[0]));
+        assert!(text(&out[0]).contains("\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch="));
+
+        // A request from the agent to the caller on TCP leaves over TCP, and says so in our Via.
+        let agent: SocketAddr = "127.0.0.1:5090".parse().expect("agent");
+        let bye_from_agent = "BYE sip:+15551230000@127.0.0.1:5070;transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKfromagent\r\n\
+             Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5060;transport=tcp;lr>\r\n\
+             From: <sip:sales@127.0.0.1>;tag=a\r\nTo: <sip:+15551230000@pbx>;tag=1\r\n\
+             Call-ID: flood-3\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+        let (out, event) = proxy.on_message(
+            bye_from_agent.as_bytes(),
+            agent,
+            Transport::Udp,
+            Instant::now(),
+        );
+        assert_eq!(event, Event::Relayed);
+        assert_eq!(out[0].to, caller);
+        assert!(
+            text(&out[0]).contains("\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch="),
+            "{}",
+            text(&out[0])
+        );
         assert!(!text(&out[0]).contains("Route:"), "{}", text(&out[0]));
     }
 
