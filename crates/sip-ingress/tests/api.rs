@@ -84,6 +84,19 @@ access = ["127.0.0.4/32"]
     }
 }
 
+/// The ingress with agents registered through the API reached at a socket of the test's.
+fn start_with_agent_socket(dir: &Path) -> (Ingress, UdpSocket) {
+    let gateway = UdpSocket::bind("127.0.0.1:0").expect("gateway socket");
+    let port = gateway.local_addr().expect("addr").port();
+    let ingress = start_with_gateway(
+        dir,
+        trunkguard::free_udp_port(),
+        trunkguard::free_port(),
+        port,
+    );
+    (ingress, gateway)
+}
+
 /// An INVITE for `sales` from `source`; the first answer within a second.
 fn invite(ingress: &Ingress, source: &str, n: u32) -> Option<String> {
     let socket = UdpSocket::bind((source, 0)).expect("loopback source");
@@ -323,14 +336,8 @@ fn every_acknowledged_write_survives_a_sigkill_in_the_middle_of_a_stream() {
 #[test]
 fn the_loop_through_the_edge_changes_who_gets_in() {
     let dir = scratch("edge");
-    let gateway = UdpSocket::bind("127.0.0.1:0").expect("gateway socket");
+    let (ingress, gateway) = start_with_agent_socket(&dir);
     let gateway_port = gateway.local_addr().expect("addr").port();
-    let ingress = start_with_gateway(
-        &dir,
-        trunkguard::free_udp_port(),
-        trunkguard::free_port(),
-        gateway_port,
-    );
     // Its own scratch name: the tests here clear `trunkguard-api-<name>-<pid>` directories.
     let mut edge = trunkguard::edge::start_envoy("edge-before-api", ingress.api.port(), &[]);
     edge.wait_ready();
@@ -476,14 +483,8 @@ fn invite_from(ingress: &Ingress, source: &str, called: &str, n: u32) -> UdpSock
 #[test]
 fn a_registered_agent_is_reached_by_username_and_did_with_its_x_dest_user() {
     let dir = scratch("registration");
-    let gateway = UdpSocket::bind("127.0.0.1:0").expect("gateway socket");
+    let (ingress, gateway) = start_with_agent_socket(&dir);
     let gateway_port = gateway.local_addr().expect("addr").port();
-    let ingress = start_with_gateway(
-        &dir,
-        trunkguard::free_udp_port(),
-        trunkguard::free_port(),
-        gateway_port,
-    );
     let body = r#"{"domain":"pbx.example.com","username":"newagent","password":"hunter2","did":"+15550100009","xDestUser":"desk.9"}"#;
     let (status, text, _) = call(&ingress, "PUT", AGENT, Some("demo"), Some(body));
     assert_eq!(status, 201, "{text}");
