@@ -8,7 +8,9 @@
 //! * Retransmitted INVITEs are absorbed: the last response is sent again.
 //! * In-dialog requests (To tag) are only forwarded for dialogs the ingress admitted; anything
 //!   else gets 481 (an ACK is dropped). The Route naming the ingress is consumed.
-//! * CANCEL is answered 200 and sent on to the agent with the INVITE's branch.
+//! * CANCEL is answered 200 and sent on to the agent with the INVITE's branch, once the agent
+//!   has answered the INVITE provisionally (RFC 3261 section 9.1: not before); if it never does,
+//!   the caller gets 487 when Timer B fires.
 //! * Responses are relayed by popping our Via and sending to the next one's `received`/`rport`
 //!   or sent-by. For a non-2xx final answer to an INVITE the proxy sends the ACK itself and
 //!   absorbs the caller's (RFC 3261 section 17.1.1.3).
@@ -115,9 +117,12 @@ struct Unanswered {
     /// When Timer A fires next, and its current interval (doubling from T1).
     retransmit_at: Instant,
     interval: Duration,
-    /// Timer B: when the caller gets the 408 prepared here.
+    /// Timer B: when the caller gets the 408 prepared here, or the 487 if it cancelled.
     give_up_at: Instant,
     timeout: Vec<u8>,
+    terminated: Vec<u8>,
+    /// The caller's CANCEL, held until the agent answers provisionally.
+    cancel: Option<Outgoing>,
     caller: SocketAddr,
     call_id: String,
 }
@@ -246,11 +251,16 @@ impl Proxy {
                 continue;
             };
             if unanswered.give_up_at <= now {
+                let answer = if unanswered.cancel.is_some() {
+                    &unanswered.terminated
+                } else {
+                    &unanswered.timeout
+                };
                 out.push(Outgoing {
                     to: unanswered.caller,
-                    bytes: unanswered.timeout.clone(),
+                    bytes: answer.clone(),
                 });
-                transaction.last_response = unanswered.timeout.clone();
+                transaction.last_response = answer.clone();
                 self.dialogs.remove(&unanswered.call_id);
                 transaction.unanswered = None;
                 events.push(Event::TimedOut);
@@ -524,6 +534,8 @@ impl Proxy {
             interval: self.t1,
             give_up_at: now + self.t1 * 64,
             timeout: response::build(head, 408, &[]),
+            terminated: response::build(head, 487, &[]),
+            cancel: None,
             caller: source,
             call_id: value(head, "Call-ID").to_owned(),
         };
@@ -565,20 +577,24 @@ impl Proxy {
     }
 
     fn on_cancel(&mut self, head: &Head, source: SocketAddr) -> (Vec<Outgoing>, Event) {
-        let Some(transaction) = self.invites.get(&Self::transaction_key(head, source)) else {
+        let key = Self::transaction_key(head, source);
+        let Some(transaction) = self.invites.get(&key) else {
             return Self::answer(head, source, 481, &[]);
         };
-        let ok = response::build(head, 200, &[]);
-        (
-            vec![
-                Outgoing {
-                    to: source,
-                    bytes: ok,
-                },
-                self.hop_request("CANCEL", head, transaction),
-            ],
-            Event::Relayed,
-        )
+        let cancel = self.hop_request("CANCEL", head, transaction);
+        let mut out = vec![Outgoing {
+            to: source,
+            bytes: response::build(head, 200, &[]),
+        }];
+        match self
+            .invites
+            .get_mut(&key)
+            .and_then(|t| t.unanswered.as_mut())
+        {
+            Some(unanswered) => unanswered.cancel = Some(cancel),
+            None => out.push(cancel),
+        }
+        (out, Event::Relayed)
     }
 
     fn in_dialog(
@@ -673,7 +689,16 @@ impl Proxy {
                 }
                 if let Some(transaction) = self.invites.get_mut(&key) {
                     transaction.last_response = relayed;
-                    transaction.unanswered = None;
+                    let held_cancel = transaction
+                        .unanswered
+                        .take()
+                        .and_then(|unanswered| unanswered.cancel);
+                    // A CANCEL waits for a provisional answer; after a final one it is moot.
+                    if let Some(cancel) = held_cancel
+                        && response.code < 200
+                    {
+                        out.push(cancel);
+                    }
                 }
             }
         } else if method == "BYE" && response.code >= 200 {
@@ -892,6 +917,91 @@ mod tests {
             text(&out[0])
         );
         assert!(!text(&out[0]).contains("Route:"), "{}", text(&out[0]));
+    }
+
+    fn cancel(n: u32) -> Vec<u8> {
+        format!(
+            "CANCEL sip:sales@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{n}\r\n\
+             From: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:sales@127.0.0.1>\r\nCall-ID: flood-{n}\r\n\
+             CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// The agent's answer `status` to the INVITE forwarded as `forwarded`.
+    fn agent_answer(forwarded: &Outgoing, status: &str, n: u32) -> Vec<u8> {
+        let via = text(forwarded)
+            .lines()
+            .find(|l| l.starts_with("Via: "))
+            .expect("our via")
+            .to_owned();
+        format!(
+            "SIP/2.0 {status}\r\n{via}\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{n}\r\n\
+             From: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:sales@127.0.0.1>;tag=a\r\n\
+             Call-ID: flood-{n}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_cancel_waits_for_the_agents_provisional_answer() {
+        let mut proxy = proxy(100, 100);
+        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let now = Instant::now();
+        let (out, _) = proxy.on_message(&invite(5), caller, Transport::Udp, now);
+        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let (out, event) = proxy.on_message(&cancel(5), caller, Transport::Udp, now);
+        assert_eq!(event, Event::Relayed);
+        assert_eq!(out.len(), 1, "only the 200 to the caller");
+        assert!(text(&out[0]).starts_with("SIP/2.0 200 OK\r\n"));
+        assert!(text(&out[0]).contains("CSeq: 1 CANCEL\r\n"));
+
+        let ringing = agent_answer(&forwarded, "180 Ringing", 5);
+        let (out, _) = proxy.on_message(&ringing, agent, Transport::Udp, now);
+        assert_eq!(out.len(), 2, "the 180 relayed and the CANCEL sent");
+        assert_eq!(out[1].to, agent);
+        assert!(
+            text(&out[1]).starts_with("CANCEL sip:sales@127.0.0.1:5090 SIP/2.0\r\n"),
+            "{}",
+            text(&out[1])
+        );
+        assert_eq!(
+            uri::param(
+                text(&out[1])
+                    .lines()
+                    .find(|l| l.starts_with("Via: "))
+                    .unwrap_or_default(),
+                "branch"
+            ),
+            uri::param(
+                text(&forwarded)
+                    .lines()
+                    .find(|l| l.starts_with("Via: "))
+                    .unwrap_or_default(),
+                "branch"
+            ),
+            "the CANCEL matches the forwarded INVITE"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_invite_the_agent_never_answers_ends_with_487_and_no_cancel() {
+        let mut proxy = proxy(100, 100);
+        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let start = Instant::now();
+        let (out, _) = proxy.on_message(&invite(6), caller, Transport::Udp, start);
+        let agent = out[1].to;
+        proxy.on_message(&cancel(6), caller, Transport::Udp, start);
+        let (out, events) = proxy.on_timers(start + DEFAULT_T1 * 64);
+        assert_eq!(events, [Event::TimedOut]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to, caller);
+        assert!(
+            text(&out[0]).starts_with("SIP/2.0 487 Request Terminated\r\n"),
+            "{}",
+            text(&out[0])
+        );
+        assert!(out.iter().all(|o| o.to != agent));
     }
 
     #[test]
