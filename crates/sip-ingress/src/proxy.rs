@@ -143,6 +143,9 @@ pub struct Proxy {
     flood: FloodLimiter,
     dialogs: HashMap<String, Dialog>,
     invites: HashMap<String, InviteTransaction>,
+    /// Our branch on each forwarded INVITE -> its transaction's key, to match the agent's
+    /// responses without a scan.
+    branches: HashMap<String, String>,
     t1: Duration,
     /// When each unanswered INVITE transaction needs attention; an entry whose transaction was
     /// answered or forgotten meanwhile is dropped when it comes up.
@@ -217,6 +220,7 @@ impl Proxy {
             flood: RateLimiter::hashmap_with_clock(flood, MonotonicClock),
             dialogs: HashMap::new(),
             invites: HashMap::new(),
+            branches: HashMap::new(),
             t1,
             timers: BinaryHeap::new(),
         }
@@ -298,6 +302,8 @@ impl Proxy {
         let lifetime = self.transaction_lifetime();
         self.invites
             .retain(|_, t| now.duration_since(t.since) < lifetime);
+        let invites = &self.invites;
+        self.branches.retain(|_, key| invites.contains_key(key));
         self.dialogs
             .retain(|_, d| now.duration_since(d.since) < DIALOG_LIFETIME);
     }
@@ -541,6 +547,7 @@ impl Proxy {
         };
         self.timers
             .push(Reverse((unanswered.next_deadline(), key.clone())));
+        self.branches.insert(branch.clone(), key.clone());
         self.invites.insert(
             key,
             InviteTransaction {
@@ -675,11 +682,7 @@ impl Proxy {
             .unwrap_or_default()
             .to_owned();
         if method == "INVITE" {
-            let key = self
-                .invites
-                .iter()
-                .find(|(_, t)| t.branch == our_branch)
-                .map(|(k, _)| k.clone());
+            let key = self.branches.get(&our_branch).cloned();
             if let Some(key) = key {
                 if response.code >= 300 {
                     if let Some(transaction) = self.invites.get(&key) {
@@ -813,8 +816,10 @@ mod tests {
             "the 100 Trying is sent again, nothing forwarded"
         );
         assert_eq!(proxy.live(), (1, 1));
+        assert_eq!(proxy.branches.len(), 1);
         proxy.expire(Instant::now() + proxy.transaction_lifetime());
         assert_eq!(proxy.live(), (1, 0));
+        assert!(proxy.branches.is_empty(), "the branch index is expired with them");
     }
 
     fn text(out: &Outgoing) -> String {
