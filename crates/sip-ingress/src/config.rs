@@ -268,8 +268,8 @@ impl Config {
         for (i, addr) in raw.sip.tcp.iter().enumerate() {
             if !raw.sip.udp.contains(addr) {
                 problems.push(format!(
-                    "sip.tcp[{i}]: {addr} must also be in sip.udp (the two share one proxy and \
-                     agents are reached over UDP)"
+                    "sip.tcp[{i}]: {addr} must also be in sip.udp (the TCP listener feeds the \
+                     proxy of the UDP address)"
                 ));
             }
         }

@@ -19,7 +19,7 @@ use sip_ingress::admission::live::LivePolicy;
 use sip_ingress::api::Api;
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
-use sip_ingress::proxy::{Event, Proxy};
+use sip_ingress::proxy::{Event, Outgoing, Proxy};
 use sip_ingress::reload::{self, Reloader};
 use sip_ingress::store::Store;
 use sip_ingress::tcp::{self, Connections, Inbound};
@@ -223,7 +223,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
             tasks.spawn(tcp::accept(
                 listener,
                 Arc::clone(&connections),
-                core,
+                core.clone(),
                 config.tcp_idle,
                 config.tcp_connections_per_source,
             ));
@@ -234,6 +234,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
             socket,
             connections,
             inbound,
+            core,
+            tcp_idle: config.tcp_idle,
         };
         tasks.spawn(run_core(transports, proxy, Arc::clone(&metrics)));
     }
@@ -294,11 +296,30 @@ struct Transports {
     socket: UdpSocket,
     connections: Arc<Connections>,
     inbound: mpsc::Receiver<Inbound>,
+    /// Where messages from connections the ingress opens go (the core's own inbound queue).
+    core: mpsc::Sender<Inbound>,
+    /// How long a connection to an agent may stay silent.
+    tcp_idle: Duration,
 }
 
 impl Transports {
-    /// Sends over the connection to `to` when there is one, else as a UDP datagram.
-    async fn send(&self, to: SocketAddr, bytes: Vec<u8>) {
+    /// Sends over the connection to the destination when there is one, else as the message
+    /// asks: a UDP datagram, or over a new TCP connection.
+    async fn send(&self, out: Outgoing) {
+        let Outgoing {
+            to,
+            transport,
+            bytes,
+        } = out;
+        if transport == Transport::Tcp {
+            if !self
+                .connections
+                .send_or_connect(to, bytes, &self.core, self.tcp_idle)
+            {
+                tracing::warn!(%to, "tcp send failed: the connection's queue is full");
+            }
+            return;
+        }
         if self.connections.send(to, bytes.clone()) {
             return;
         }
@@ -338,7 +359,7 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
                     metrics.event(event);
                 }
                 for out in outgoing {
-                    transports.send(out.to, out.bytes).await;
+                    transports.send(out).await;
                 }
                 continue;
             }
@@ -349,7 +370,7 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
         metrics.live(&socket_label, proxy.live());
         log_event(&event, source);
         for out in outgoing {
-            transports.send(out.to, out.bytes).await;
+            transports.send(out).await;
         }
     }
 }

@@ -16,8 +16,11 @@
 //!   absorbs the caller's (RFC 3261 section 17.1.1.3).
 //! * A forwarded INVITE is retransmitted to the agent after T1, 2xT1, 4xT1... until the agent
 //!   answers at all, and if it has not answered after 64xT1 the caller gets 408 Request Timeout
-//!   (RFC 3261 section 17.1.1.2, Timers A and B). Agents are reached over UDP, so this is always
-//!   the proxy's job. [`Proxy::on_timers`] does it; [`Proxy::next_timer`] says when.
+//!   (RFC 3261 section 17.1.1.2, Timers A and B; over TCP, which is reliable, only B).
+//!   [`Proxy::on_timers`] does it; [`Proxy::next_timer`] says when.
+//! * Agents are reached over UDP, or over TCP when their next hop says `transport=tcp` (the
+//!   transport loop opens the connection, see [`Outgoing::transport`]); when the caller's and
+//!   the agent's transports differ the Record-Route is doubled (RFC 5658).
 //! * OPTIONS addressed to the ingress itself is answered 200.
 //! * An initial INVITE that already carries a Via of the ingress's own address has come back
 //!   through it: 482 Loop Detected (RFC 3261 section 16.3). The ingress only forwards to agents,
@@ -59,6 +62,9 @@ pub const MAX_ENTRIES: usize = 100_000;
 pub struct Outgoing {
     /// The destination.
     pub to: SocketAddr,
+    /// How to reach `to` when the ingress holds no connection to it (a connection it holds, in
+    /// either direction, is always used): a datagram, or a new TCP connection.
+    pub transport: Transport,
     /// The bytes.
     pub bytes: Vec<u8>,
 }
@@ -92,12 +98,14 @@ struct Dialog {
     /// How the caller reached us, and so how requests to it leave (agents are on UDP).
     caller_transport: Transport,
     callee: SocketAddr,
+    callee_transport: Transport,
     since: Instant,
 }
 
 #[derive(Debug)]
 struct InviteTransaction {
     callee: SocketAddr,
+    callee_transport: Transport,
     /// Our branch on the forwarded INVITE (CANCEL and our ACK reuse it).
     branch: String,
     /// The forwarded INVITE's Request-URI.
@@ -114,8 +122,9 @@ struct InviteTransaction {
 struct Unanswered {
     /// The forwarded INVITE, sent again when Timer A fires.
     forwarded: Vec<u8>,
-    /// When Timer A fires next, and its current interval (doubling from T1).
-    retransmit_at: Instant,
+    /// When Timer A fires next (never over TCP, which is reliable), and its current interval
+    /// (doubling from T1).
+    retransmit_at: Option<Instant>,
     interval: Duration,
     /// Timer B: when the caller gets the 408 prepared here, or the 487 if it cancelled.
     give_up_at: Instant,
@@ -129,7 +138,8 @@ struct Unanswered {
 
 impl Unanswered {
     fn next_deadline(&self) -> Instant {
-        self.retransmit_at.min(self.give_up_at)
+        self.retransmit_at
+            .map_or(self.give_up_at, |at| at.min(self.give_up_at))
     }
 }
 
@@ -262,6 +272,7 @@ impl Proxy {
                 };
                 out.push(Outgoing {
                     to: unanswered.caller,
+                    transport: Transport::Udp,
                     bytes: answer.clone(),
                 });
                 transaction.last_response = answer.clone();
@@ -270,15 +281,18 @@ impl Proxy {
                 events.push(Event::TimedOut);
                 continue;
             }
-            if unanswered.retransmit_at <= now {
+            if let Some(at) = unanswered.retransmit_at
+                && at <= now
+            {
                 out.push(Outgoing {
                     to: transaction.callee,
+                    transport: Transport::Udp,
                     bytes: unanswered.forwarded.clone(),
                 });
                 // Scheduled from the previous schedule, not from `now`, so a late timer does
                 // not push every later retransmission (and the count before Timer B) back.
                 unanswered.interval *= 2;
-                unanswered.retransmit_at += unanswered.interval;
+                unanswered.retransmit_at = Some(at + unanswered.interval);
                 events.push(Event::Retransmitted);
             }
             self.timers.push(Reverse((unanswered.next_deadline(), key)));
@@ -324,6 +338,7 @@ impl Proxy {
                     (
                         vec![Outgoing {
                             to: source,
+                            transport: Transport::Udp,
                             bytes: reply,
                         }],
                         Event::Answered(rejection.code),
@@ -343,7 +358,15 @@ impl Proxy {
         extra: &[(String, String)],
     ) -> (Vec<Outgoing>, Event) {
         let bytes = response::build(head, code, extra);
-        (vec![Outgoing { to, bytes }], Event::Answered(code))
+        let transport = Transport::Udp;
+        (
+            vec![Outgoing {
+                to,
+                transport,
+                bytes,
+            }],
+            Event::Answered(code),
+        )
     }
 
     /// The `Allow` field of answers to OPTIONS and of 405: the methods the ingress handles.
@@ -354,17 +377,19 @@ impl Proxy {
         )]
     }
 
-    /// The Record-Route of an initial INVITE received over `transport`. Agents are reached over
-    /// UDP, so a caller on TCP gets a double Record-Route (RFC 5658): the top entry is the UDP
-    /// address the agent's in-dialog requests come to, the bottom one the TCP address the
-    /// caller's come to, so neither side switches transport.
-    fn record_route(&self, transport: Transport) -> String {
-        match transport {
+    /// The Record-Route of an initial INVITE received over `caller` and forwarded over `agent`.
+    /// When the two differ it is doubled (RFC 5658): the top entry is the address the agent's
+    /// in-dialog requests come to, the bottom one the address the caller's come to, so neither
+    /// side switches transport.
+    fn record_route(&self, caller: Transport, agent: Transport) -> String {
+        let entry = |transport| match transport {
             Transport::Udp => format!("<sip:{};lr>", self.local),
-            Transport::Tcp => format!(
-                "<sip:{local};lr>, <sip:{local};transport=tcp;lr>",
-                local = self.local
-            ),
+            Transport::Tcp => format!("<sip:{};transport=tcp;lr>", self.local),
+        };
+        if caller == agent {
+            entry(agent)
+        } else {
+            format!("{}, {}", entry(agent), entry(caller))
         }
     }
 
@@ -379,12 +404,8 @@ impl Proxy {
             .count()
     }
 
-    fn our_via(&self, branch: &str) -> String {
-        self.our_via_over(Transport::Udp, branch)
-    }
-
     /// Our Via on a request sent over `transport`.
-    fn our_via_over(&self, transport: Transport, branch: &str) -> String {
+    fn our_via(&self, transport: Transport, branch: &str) -> String {
         let protocol = match transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
@@ -492,7 +513,12 @@ impl Proxy {
         }
         if let Some(transaction) = self.invites.get(&key) {
             let bytes = transaction.last_response.clone();
-            return (vec![Outgoing { to: source, bytes }], Event::Retransmission);
+            let out = Outgoing {
+                to: source,
+                transport: Transport::Udp,
+                bytes,
+            };
+            return (vec![out], Event::Retransmission);
         }
         let facts = self.facts(request, source, transport);
         let forward = match self.admission.decide(facts) {
@@ -523,11 +549,12 @@ impl Proxy {
             let (out, _) = Self::answer(head, source, 503, &[]);
             return (out, Event::Refused("agent_unreachable".into()));
         };
+        let hop_transport = forward.next_hop.transport;
         let branch = self.branch_for(head, source);
         let edits = Edits {
             request_uri: Some(forward.agent_uri.clone()),
-            via: self.our_via(&branch),
-            record_route: Some(self.record_route(transport)),
+            via: self.our_via(hop_transport, &branch),
+            record_route: Some(self.record_route(transport, hop_transport)),
             headers: forward.headers,
             consume_route: 0,
             source: Some(source),
@@ -536,7 +563,7 @@ impl Proxy {
         let trying = response::build(head, 100, &[]);
         let unanswered = Unanswered {
             forwarded: forwarded.clone(),
-            retransmit_at: now + self.t1,
+            retransmit_at: (hop_transport == Transport::Udp).then(|| now + self.t1),
             interval: self.t1,
             give_up_at: now + self.t1 * 64,
             timeout: response::build(head, 408, &[]),
@@ -552,6 +579,7 @@ impl Proxy {
             key,
             InviteTransaction {
                 callee: next_hop,
+                callee_transport: hop_transport,
                 branch,
                 request_uri: forward.agent_uri,
                 last_response: trying.clone(),
@@ -565,6 +593,7 @@ impl Proxy {
                 caller: source,
                 caller_transport: transport,
                 callee: next_hop,
+                callee_transport: hop_transport,
                 since: now,
             },
         );
@@ -572,10 +601,12 @@ impl Proxy {
             vec![
                 Outgoing {
                     to: source,
+                    transport: Transport::Udp,
                     bytes: trying,
                 },
                 Outgoing {
                     to: next_hop,
+                    transport: hop_transport,
                     bytes: forwarded,
                 },
             ],
@@ -591,6 +622,7 @@ impl Proxy {
         let cancel = self.hop_request("CANCEL", head, transaction);
         let mut out = vec![Outgoing {
             to: source,
+            transport: Transport::Udp,
             bytes: response::build(head, 200, &[]),
         }];
         match self
@@ -620,13 +652,13 @@ impl Proxy {
         let (to, transport) = if source == dialog.callee {
             (dialog.caller, dialog.caller_transport)
         } else {
-            (dialog.callee, Transport::Udp)
+            (dialog.callee, dialog.callee_transport)
         };
         let branch = self.branch_for(head, source);
         let ours = self.leading_routes_naming_us(head);
         let edits = Edits {
             request_uri: None,
-            via: self.our_via_over(transport, &branch),
+            via: self.our_via(transport, &branch),
             record_route: None,
             headers: Vec::new(),
             consume_route: ours,
@@ -636,6 +668,7 @@ impl Proxy {
         (
             vec![Outgoing {
                 to,
+                transport,
                 bytes: forwarded,
             }],
             Event::Relayed,
@@ -675,6 +708,7 @@ impl Proxy {
 
         let mut out = vec![Outgoing {
             to,
+            transport: Transport::Udp,
             bytes: relayed.clone(),
         }];
         let method = cseq_method(head);
@@ -718,7 +752,7 @@ impl Proxy {
         let request = format!(
             "{method} {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             transaction.request_uri,
-            self.our_via(&transaction.branch),
+            self.our_via(transaction.callee_transport, &transaction.branch),
             value(head, "From"),
             value(head, "To"),
             value(head, "Call-ID"),
@@ -726,6 +760,7 @@ impl Proxy {
         );
         Outgoing {
             to: transaction.callee,
+            transport: transaction.callee_transport,
             bytes: request.into_bytes(),
         }
     }
@@ -819,7 +854,10 @@ mod tests {
         assert_eq!(proxy.branches.len(), 1);
         proxy.expire(Instant::now() + proxy.transaction_lifetime());
         assert_eq!(proxy.live(), (1, 0));
-        assert!(proxy.branches.is_empty(), "the branch index is expired with them");
+        assert!(
+            proxy.branches.is_empty(),
+            "the branch index is expired with them"
+        );
     }
 
     fn text(out: &Outgoing) -> String {

@@ -2,6 +2,10 @@
 //! a connection silent for the idle time is closed, and one source address may hold a bounded
 //! number of connections. Received messages go to the proxy core of the listening address;
 //! what the core sends to the peer's address goes back on the connection (section 18.2.2).
+//!
+//! Agents whose route says `transport=tcp` are reached over a connection the ingress opens
+//! ([`Connections::send_or_connect`]) and then treats like an accepted one: the agent's responses
+//! and requests come back on it, and it closes when idle.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -78,6 +82,51 @@ impl Connections {
                 per_source.remove(&peer.ip());
             }
         }
+    }
+}
+
+/// How long opening a connection to an agent may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Connections {
+    /// Queues `bytes` on the connection to `peer`, opening one when there is none: messages sent
+    /// while it is being opened wait in its queue. Returns false when the message cannot be
+    /// queued.
+    pub fn send_or_connect(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
+        core: &mpsc::Sender<Inbound>,
+        idle: Duration,
+    ) -> bool {
+        let outgoing = {
+            let mut writers = lock(&self.writers);
+            if let Some(writer) = writers.get(&peer) {
+                return writer.try_send(bytes).is_ok();
+            }
+            let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
+            let queued = sender.try_send(bytes).is_ok();
+            writers.insert(peer, sender);
+            *lock(&self.per_source).entry(peer.ip()).or_default() += 1;
+            if !queued {
+                return false;
+            }
+            receiver
+        };
+        let (connections, core) = (Arc::clone(self), core.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracing::debug!(%peer, "tcp connection to agent opened");
+                    serve(stream, peer, outgoing, &core, idle).await;
+                }
+                Ok(Err(e)) => tracing::warn!(%peer, "tcp connection to agent failed: {e}"),
+                Err(_) => tracing::warn!(%peer, "tcp connection to agent timed out"),
+            }
+            connections.release(peer);
+        });
+        true
     }
 }
 

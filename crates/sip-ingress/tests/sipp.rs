@@ -21,6 +21,8 @@ struct World {
     metrics: SocketAddr,
     agent_port: u16,
     proxy_port: u16,
+    /// The TCP port of agent `tcpdesk`, whose URI says `transport=tcp`.
+    tcp_agent_port: u16,
     dir: PathBuf,
     process: Guarded,
 }
@@ -57,6 +59,7 @@ fn start_world(name: &str, sip_extra: &str, extra: &str) -> World {
         .map(|a| a.port())
         .expect("IPv6 loopback");
     let metrics_port = trunkguard::free_port();
+    let tcp_agent_port = trunkguard::free_port();
     let (ingress_port, agent_port, proxy_port) = (
         trunkguard::free_udp_port(),
         trunkguard::free_udp_port(),
@@ -92,6 +95,11 @@ username = "support"
 number = "+15550100002"
 uri = "sip:support@127.0.0.1:{agent_port}"
 route = "127.0.0.1:{agent_port};transport=udp;proxyAddress=127.0.0.1:{proxy_port}"
+
+[[tenants.agents]]
+id = "tcpdesk"
+username = "tcpdesk"
+uri = "sip:tcpdesk@127.0.0.1:{tcp_agent_port};transport=tcp"
 
 [[tenants]]
 id = "acme"
@@ -132,6 +140,7 @@ uri = "sip:acme-bot@127.0.0.1:{agent_port}"
         metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
         agent_port,
         proxy_port,
+        tcp_agent_port,
         dir,
         process,
     }
@@ -280,6 +289,46 @@ fn a_whole_call_reaches_the_agent_with_x_dest_user() {
             "{line} missing from\n{text}"
         );
     }
+}
+
+#[test]
+fn an_agent_whose_uri_says_tcp_gets_the_whole_call_over_a_connection_the_ingress_opens() {
+    let world = start_ingress("agent-tcp");
+    // Our Via says TCP, and the Record-Route is doubled: TCP towards the agent (top), UDP
+    // towards the caller.
+    let checks = r#"<ereg regexp="^INVITE sip:tcpdesk@127\.0\.0\.1:[0-9]+;transport=tcp SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>
+      <ereg regexp="Via: SIP/2\.0/TCP 127\.0\.0\.1:[0-9]+;branch=z9hG4bK" search_in="msg" check_it="true" assign_to="seen"/>
+      <ereg regexp="Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;transport=tcp;lr&gt;, &lt;sip:127\.0\.0\.1:[0-9]+;lr&gt;" search_in="msg" check_it="true" assign_to="seen"/>"#;
+    let agent_scenario = scenario(&world.dir, "agent.xml", checks);
+    let port = world.tcp_agent_port.to_string();
+    let mut agent = sipp(
+        &world.dir,
+        "agent",
+        &[
+            "-sf",
+            agent_scenario.to_str().expect("utf8"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "t1",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = start_caller(&world, "caller.xml", "tcpdesk", CALLER, &[]);
+    finished_ok(&mut caller, &world.dir, "caller");
+    finished_ok(&mut agent, &world.dir, "agent");
+    let text = metrics(&world);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sip_ingress_messages_total{transport=\"tcp\"}")),
+        "the agent's answers came back over TCP:\n{text}"
+    );
+    assert!(
+        !text.contains("timer=\"A\""),
+        "nothing is retransmitted over TCP:\n{text}"
+    );
 }
 
 #[test]
