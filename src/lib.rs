@@ -84,6 +84,23 @@ pub fn free_udp_port() -> u16 {
         .expect("the loopback interface can bind an ephemeral port")
 }
 
+/// A loopback port that was free a moment ago for both TCP and UDP, for a SIP listener that
+/// takes both: a port free for UDP may be the local end of some TCP connection.
+pub fn free_sip_port() -> u16 {
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .expect("the loopback interface can bind an ephemeral port");
+        let port = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both TCP and UDP in 100 tries");
+}
+
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

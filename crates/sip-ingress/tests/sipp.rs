@@ -61,7 +61,7 @@ fn start_world(name: &str, sip_extra: &str, extra: &str) -> World {
     let metrics_port = trunkguard::free_port();
     let tcp_agent_port = trunkguard::free_port();
     let (ingress_port, agent_port, proxy_port) = (
-        trunkguard::free_udp_port(),
+        trunkguard::free_sip_port(),
         trunkguard::free_udp_port(),
         trunkguard::free_udp_port(),
     );
@@ -239,6 +239,31 @@ fn start_caller(
     sipp(&world.dir, "caller", &args)
 }
 
+/// A SIPp agent running `agent_scenario` (with `checks`) on `port`, with `extra` SIPp arguments
+/// (such as `-t t1` for TCP), given time to start listening.
+fn start_agent(
+    world: &World,
+    agent_scenario: &str,
+    checks: &str,
+    port: u16,
+    extra: &[&str],
+) -> Guarded {
+    let agent_scenario = scenario(&world.dir, agent_scenario, checks);
+    let port = port.to_string();
+    let mut args = vec![
+        "-sf",
+        agent_scenario.to_str().expect("utf8"),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    let agent = sipp(&world.dir, "agent", &args);
+    std::thread::sleep(Duration::from_millis(300));
+    agent
+}
+
 /// One call: a SIPp agent running `agent_scenario` (with `checks`) on `agent_port`, and a caller
 /// running `caller_scenario`, calling `called` from `from`; both must succeed.
 fn call(
@@ -246,21 +271,7 @@ fn call(
     (agent_scenario, checks, agent_port): (&str, &str, u16),
     (caller_scenario, called, from, extra): (&str, &str, &str, &[&str]),
 ) {
-    let agent_scenario = scenario(&world.dir, agent_scenario, checks);
-    let agent_port = agent_port.to_string();
-    let mut agent = sipp(
-        &world.dir,
-        "agent",
-        &[
-            "-sf",
-            agent_scenario.to_str().expect("utf8"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &agent_port,
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let mut agent = start_agent(world, agent_scenario, checks, agent_port, &[]);
     let mut caller = start_caller(world, caller_scenario, called, from, extra);
     finished_ok(&mut caller, &world.dir, "caller");
     finished_ok(&mut agent, &world.dir, "agent");
@@ -299,23 +310,13 @@ fn an_agent_whose_uri_says_tcp_gets_the_whole_call_over_a_connection_the_ingress
     let checks = r#"<ereg regexp="^INVITE sip:tcpdesk@127\.0\.0\.1:[0-9]+;transport=tcp SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>
       <ereg regexp="Via: SIP/2\.0/TCP 127\.0\.0\.1:[0-9]+;branch=z9hG4bK" search_in="msg" check_it="true" assign_to="seen"/>
       <ereg regexp="Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;transport=tcp;lr&gt;, &lt;sip:127\.0\.0\.1:[0-9]+;lr&gt;" search_in="msg" check_it="true" assign_to="seen"/>"#;
-    let agent_scenario = scenario(&world.dir, "agent.xml", checks);
-    let port = world.tcp_agent_port.to_string();
-    let mut agent = sipp(
-        &world.dir,
-        "agent",
-        &[
-            "-sf",
-            agent_scenario.to_str().expect("utf8"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-t",
-            "t1",
-        ],
+    let mut agent = start_agent(
+        &world,
+        "agent.xml",
+        checks,
+        world.tcp_agent_port,
+        &["-t", "t1"],
     );
-    std::thread::sleep(Duration::from_millis(300));
     let mut caller = start_caller(&world, "caller.xml", "tcpdesk", CALLER, &[]);
     finished_ok(&mut caller, &world.dir, "caller");
     finished_ok(&mut agent, &world.dir, "agent");
