@@ -29,7 +29,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -95,6 +96,20 @@ fn internal(error: impl std::fmt::Display) -> Response {
 }
 
 /// The tenant a request is for, if it names a valid one.
+/// The tenant a request acts for: the `x-tenant-id` the edge set. A request without a valid one
+/// is answered 401 before anything else about it is looked at.
+struct Tenant(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+        tenant(&parts.headers)
+            .map(Tenant)
+            .ok_or_else(unauthenticated)
+    }
+}
+
 fn tenant(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(TENANT)?.to_str().ok()?;
     let valid = !value.is_empty()
@@ -154,17 +169,16 @@ fn checked_body<T: policy::FromJson>(headers: &HeaderMap, body: &[u8]) -> Result
     parse_body(body).map_err(|errors| Problem::invalid_body(&errors))
 }
 
-async fn list_access(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    let Some(tenant) = tenant(&headers) else {
-        return unauthenticated();
-    };
+async fn list_access(State(api): State<Arc<Api>>, Tenant(tenant): Tenant) -> Response {
     items(api.store.access_entries(&tenant), entry_json)
 }
 
-async fn add_access(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(tenant) = tenant(&headers) else {
-        return unauthenticated();
-    };
+async fn add_access(
+    State(api): State<Arc<Api>>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let entry: IpAccessEntryBody = match checked_body(&headers, &body) {
         Ok(entry) => entry,
         Err(refused) => return problem(&refused),
@@ -185,12 +199,9 @@ async fn add_access(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes
 
 async fn delete_access(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(tenant) = tenant(&headers) else {
-        return unauthenticated();
-    };
     match api.store.delete_access(&tenant, &id) {
         Ok(true) => {}
         Ok(false) => {
@@ -218,17 +229,16 @@ fn route_json(record: &RouteRecord) -> serde_json::Value {
 
 /// Outbound routes are stored and served; calls out are not placed by the ingress, so nothing
 /// is put in force.
-async fn list_routes(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    let Some(tenant) = tenant(&headers) else {
-        return unauthenticated();
-    };
+async fn list_routes(State(api): State<Arc<Api>>, Tenant(tenant): Tenant) -> Response {
     items(api.store.routes(&tenant), route_json)
 }
 
-async fn add_route(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(tenant) = tenant(&headers) else {
-        return unauthenticated();
-    };
+async fn add_route(
+    State(api): State<Arc<Api>>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let route: OutboundRouteBody = match checked_body(&headers, &body) {
         Ok(route) => route,
         Err(refused) => return problem(&refused),
@@ -247,12 +257,9 @@ async fn add_route(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes)
 
 async fn delete_route(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(tenant) = tenant(&headers) else {
-        return unauthenticated();
-    };
     match api.store.delete_route(&tenant, &id) {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => problem(&Problem::new(
@@ -306,13 +313,11 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 async fn put_registration(
     State(api): State<Arc<Api>>,
+    Tenant(tenant): Tenant,
     headers: HeaderMap,
     Path(agent_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some(tenant) = tenant(&headers) else {
-        return unauthenticated();
-    };
     if !is_uuid(&agent_id) {
         return bad_agent_id();
     }
@@ -364,17 +369,14 @@ async fn put_registration(
 /// Answers with `found` applied to the tenant's registration for `agent_id`, or why not.
 fn with_registration(
     api: &Api,
-    headers: &HeaderMap,
+    tenant: &str,
     agent_id: &str,
     found: impl FnOnce(SipRegistration) -> Response,
 ) -> Response {
-    let Some(tenant) = tenant(headers) else {
-        return unauthenticated();
-    };
     if !is_uuid(agent_id) {
         return bad_agent_id();
     }
-    match api.store.registration(&tenant, agent_id) {
+    match api.store.registration(tenant, agent_id) {
         Ok(Some(registration)) => found(registration),
         Ok(None) => no_registration(agent_id),
         Err(e) => internal(e),
@@ -383,21 +385,21 @@ fn with_registration(
 
 async fn get_registration(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Tenant(tenant): Tenant,
     Path(agent_id): Path<String>,
 ) -> Response {
-    with_registration(&api, &headers, &agent_id, |registration| {
+    with_registration(&api, &tenant, &agent_id, |registration| {
         json(StatusCode::OK, &registration_json(&agent_id, registration))
     })
 }
 
 async fn registration_status(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Tenant(tenant): Tenant,
     Path(agent_id): Path<String>,
 ) -> Response {
     // Saved means in force at the ingress: the API answered only once it was.
-    with_registration(&api, &headers, &agent_id, |_| {
+    with_registration(&api, &tenant, &agent_id, |_| {
         json(
             StatusCode::OK,
             &json!({ "agentId": agent_id, "registrationEnabled": true, "state": "active" }),
@@ -407,12 +409,9 @@ async fn registration_status(
 
 async fn delete_registration(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Tenant(tenant): Tenant,
     Path(agent_id): Path<String>,
 ) -> Response {
-    let Some(tenant) = tenant(&headers) else {
-        return unauthenticated();
-    };
     if !is_uuid(&agent_id) {
         return bad_agent_id();
     }
