@@ -95,7 +95,7 @@ pub enum Event {
 #[derive(Debug)]
 struct Dialog {
     caller: SocketAddr,
-    /// How the caller reached us, and so how requests to it leave (agents are on UDP).
+    /// How the caller reached us, and so how requests to it leave.
     caller_transport: Transport,
     callee: SocketAddr,
     callee_transport: Transport,
@@ -247,8 +247,8 @@ impl Proxy {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Retransmits the forwarded INVITEs whose Timer A fired and answers 408 to the callers
-    /// whose Timer B fired, as of `now`.
+    /// Retransmits the forwarded INVITEs whose Timer A fired and answers the callers whose Timer B
+    /// fired (408, or 487 to one who cancelled), as of `now`.
     pub fn on_timers(&mut self, now: Instant) -> (Vec<Outgoing>, Vec<Event>) {
         let (mut out, mut events) = (Vec::new(), Vec::new());
         while let Some(Reverse((at, _))) = self.timers.peek() {
