@@ -100,9 +100,6 @@ fn start_with_agent_socket(dir: &Path) -> (Ingress, UdpSocket) {
 /// An INVITE for `sales` from `source`; the first answer within a second.
 fn invite(ingress: &Ingress, source: &str, n: u32) -> Option<String> {
     let socket = UdpSocket::bind((source, 0)).expect("loopback source");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .expect("timeout");
     let port = socket.local_addr().expect("addr").port();
     let message = format!(
         "INVITE sip:sales@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {source}:{port};branch=z9hG4bK-api-{n}\r\n\
@@ -112,11 +109,15 @@ fn invite(ingress: &Ingress, source: &str, n: u32) -> Option<String> {
     socket
         .send_to(message.as_bytes(), ingress.sip)
         .expect("sent");
-    let mut buffer = [0u8; 4096];
-    socket
-        .recv_from(&mut buffer)
-        .ok()
-        .map(|(n, _)| String::from_utf8_lossy(&buffer[..n]).into_owned())
+    datagram_within(&socket, Duration::from_secs(1)).map(|(text, _)| text)
+}
+
+/// The next datagram on `socket` within `wait`, and who sent it.
+fn datagram_within(socket: &UdpSocket, wait: Duration) -> Option<(String, SocketAddr)> {
+    socket.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buffer = [0u8; 8192];
+    let (n, from) = socket.recv_from(&mut buffer).ok()?;
+    Some((String::from_utf8_lossy(&buffer[..n]).into_owned(), from))
 }
 
 fn call(
@@ -424,25 +425,13 @@ const AGENT: &str = "/v1/agents/3fa85f64-5717-4562-b3fc-2c963f66afa6/sip-registr
 
 /// The next datagram on `socket` within two seconds.
 fn received(socket: &UdpSocket) -> Option<String> {
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    let mut buffer = [0u8; 8192];
-    socket
-        .recv_from(&mut buffer)
-        .ok()
-        .map(|(n, _)| String::from_utf8_lossy(&buffer[..n]).into_owned())
+    datagram_within(socket, Duration::from_secs(2)).map(|(text, _)| text)
 }
 
 /// The next INVITE the agent gateway receives within two seconds, answered 180 Ringing as an
 /// agent would, so the ingress does not send it again (RFC 3261 Timer A).
 fn agent_answers(gateway: &UdpSocket) -> Option<String> {
-    gateway
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    let mut buffer = [0u8; 8192];
-    let (n, ingress) = gateway.recv_from(&mut buffer).ok()?;
-    let invite = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    let (invite, ingress) = datagram_within(gateway, Duration::from_secs(2))?;
     let echoed: Vec<&str> = invite
         .lines()
         .filter(|l| {
