@@ -7,7 +7,7 @@
 //!                                            run a policy against a case file
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,6 +35,9 @@ const USAGE: &str = "usage: sip-ingress [--config FILE] [--log-json]
 
 /// The largest datagram read (IPv4 UDP maximum).
 const MAX_DATAGRAM: usize = 65_535;
+
+/// How long a host name lookup may take before the INVITEs waiting for it are answered 503.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(4);
 
 enum Command {
     Serve {
@@ -230,12 +233,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
         }
         let policy = LivePolicy::new(updates.clone(), Arc::clone(&metrics));
         let proxy = Proxy::new(Box::new(policy), local, config.flood, config.t1);
+        let (lookups, resolved) = mpsc::channel(CORE_QUEUE);
         let transports = Transports {
             socket,
             connections,
             inbound,
             core,
             tcp_idle: config.tcp_idle,
+            lookups,
+            resolved,
         };
         tasks.spawn(run_core(transports, proxy, Arc::clone(&metrics)));
     }
@@ -300,9 +306,19 @@ struct Transports {
     core: mpsc::Sender<Inbound>,
     /// How long a connection to an agent may stay silent.
     tcp_idle: Duration,
+    /// Where lookups of agents' host names report, and where the core reads their answers.
+    lookups: mpsc::Sender<(String, Vec<IpAddr>)>,
+    resolved: mpsc::Receiver<(String, Vec<IpAddr>)>,
 }
 
 impl Transports {
+    /// Looks up the names the proxy asked for, each in its own task, so the core never waits.
+    fn look_up(&self, names: Vec<String>) {
+        for name in names {
+            tokio::spawn(look_up(name, self.lookups.clone()));
+        }
+    }
+
     /// Sends over the connection to the destination when there is one, else as the message
     /// asks: a UDP datagram, or over a new TCP connection.
     async fn send(&self, out: Outgoing) {
@@ -363,16 +379,48 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
                 }
                 continue;
             }
+            Some((name, addresses)) = transports.resolved.recv() => {
+                tracing::debug!(%name, ?addresses, "agent host name looked up");
+                let (outgoing, events) = proxy.on_resolved(&name, addresses, Instant::now());
+                for event in &events {
+                    metrics.event(event);
+                    log_resolved_event(event, &name);
+                }
+                metrics.live(&socket_label, proxy.live());
+                for out in outgoing {
+                    transports.send(out).await;
+                }
+                continue;
+            }
         };
         let (outgoing, event) = proxy.on_message(&bytes, source, transport, Instant::now());
         metrics.message(transport.as_str());
         metrics.event(&event);
         metrics.live(&socket_label, proxy.live());
         log_event(&event, source);
+        transports.look_up(proxy.take_lookups());
         for out in outgoing {
             transports.send(out).await;
         }
     }
+}
+
+/// Looks `name` up with the system resolver and reports its addresses (none on failure).
+async fn look_up(name: String, results: mpsc::Sender<(String, Vec<IpAddr>)>) {
+    let lookup = tokio::net::lookup_host((name.as_str(), 0));
+    let addresses = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+        Ok(Ok(found)) => found.map(|address| address.ip()).collect(),
+        Ok(Err(e)) => {
+            tracing::warn!(%name, "cannot resolve an agent's host name: {e}");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!(%name, "looking up an agent's host name timed out");
+            Vec::new()
+        }
+    };
+    // The core is gone only when the ingress stops.
+    let _ = results.send((name, addresses)).await;
 }
 
 /// Completes at `deadline`, never when there is none.
@@ -380,6 +428,16 @@ async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+fn log_resolved_event(event: &Event, name: &str) {
+    match event {
+        Event::Admitted => tracing::info!(agent_host = name, "invite admitted"),
+        Event::Refused(reason) => {
+            tracing::info!(agent_host = name, reason = %reason, "invite refused");
+        }
+        other => tracing::debug!(agent_host = name, event = ?other, "handled"),
     }
 }
 

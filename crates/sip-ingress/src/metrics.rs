@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::proxy::Event;
 
 /// One metric family: its type and help text.
-const FAMILIES: [(&str, &str, &str); 11] = [
+const FAMILIES: [(&str, &str, &str); 12] = [
     (
         "sip_ingress_messages_total",
         "counter",
@@ -42,6 +42,11 @@ const FAMILIES: [(&str, &str, &str); 11] = [
         "sip_ingress_invite_timers_total",
         "counter",
         "Forwarded INVITEs retransmitted to a silent agent (Timer A) and callers answered 408 when it stayed silent (Timer B)",
+    ),
+    (
+        "sip_ingress_invites_awaiting_name_total",
+        "counter",
+        "Admitted INVITEs held while their agent's host name was looked up",
     ),
     (
         "sip_ingress_policy_info",
@@ -143,6 +148,9 @@ impl Metrics {
                 self.add("sip_ingress_relayed_total", "kind=\"response\"".to_owned());
             }
             Event::Dropped => self.add("sip_ingress_dropped_total", String::new()),
+            Event::AwaitingName => {
+                self.add("sip_ingress_invites_awaiting_name_total", String::new())
+            }
             Event::Retransmitted => self.add(
                 "sip_ingress_invite_timers_total",
                 "timer=\"A\",action=\"retransmitted\"".to_owned(),
@@ -219,6 +227,7 @@ mod tests {
         metrics.event(&Event::Dropped);
         metrics.event(&Event::Retransmitted);
         metrics.event(&Event::TimedOut);
+        metrics.event(&Event::AwaitingName);
         metrics.policy_in_force("ab12");
         metrics.policy_in_force("cd34");
         metrics.policy_failure("deadline");
@@ -231,6 +240,7 @@ mod tests {
             "sip_ingress_admission_total{decision=\"refuse\",reason=\"from_not_e164\"} 1",
             "sip_ingress_invite_timers_total{timer=\"A\",action=\"retransmitted\"} 1",
             "sip_ingress_invite_timers_total{timer=\"B\",action=\"answered_408\"} 1",
+            "sip_ingress_invites_awaiting_name_total 1",
             "sip_ingress_answers_total{code=\"404\"} 1",
             "sip_ingress_dropped_total 1",
             "sip_ingress_policy_info{sha256=\"cd34\"} 1",

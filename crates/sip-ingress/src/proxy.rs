@@ -21,6 +21,11 @@
 //! * Agents are reached over UDP, or over TCP when their next hop says `transport=tcp` (the
 //!   transport loop opens the connection, see [`Outgoing::transport`]); when the caller's and
 //!   the agent's transports differ the Record-Route is doubled (RFC 5658).
+//! * A next hop given as a host name is looked up by the transport loop ([`Proxy::take_lookups`],
+//!   [`Proxy::on_resolved`]): the caller has its 100 Trying at once and the INVITE is held,
+//!   then forwarded to the first address of a family the ingress can send to, or answered 503.
+//!   Answers are cached ([`RESOLVED_LIFETIME`]). Only address records are used: the port is the
+//!   one in the URI or route, 5060 without one (no RFC 3263 NAPTR/SRV selection).
 //! * OPTIONS addressed to the ingress itself is answered 200.
 //! * An initial INVITE that already carries a Via of the ingress's own address has come back
 //!   through it: 482 Loop Detected (RFC 3261 section 16.3). The ingress only forwards to agents,
@@ -52,10 +57,18 @@ use crate::sip::{response, uri};
 const TRANSACTION_LIFETIME: Duration = Duration::from_secs(32);
 /// RFC 3261's default T1, the round-trip time estimate.
 pub const DEFAULT_T1: Duration = Duration::from_millis(500);
+/// The refusal reason of an INVITE whose agent cannot be reached.
+const UNREACHABLE: &str = "agent_unreachable";
 /// How long a dialog is remembered without a BYE.
 const DIALOG_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The most dialogs and transactions kept; beyond this new calls get 503.
 pub const MAX_ENTRIES: usize = 100_000;
+/// How long the addresses of an agent's host name are used before it is looked up again. The
+/// system resolver does not tell how long its answers hold, so this is a fixed, short time.
+pub const RESOLVED_LIFETIME: Duration = Duration::from_secs(30);
+/// How long a name that did not resolve is remembered, so that a burst of calls to an agent
+/// whose name is wrong is not a burst of lookups.
+pub const FAILED_LOOKUP_LIFETIME: Duration = Duration::from_secs(5);
 
 /// One datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +91,8 @@ pub enum Event {
     Refused(Reason),
     /// A retransmission was absorbed.
     Retransmission,
+    /// An admitted INVITE waits for its agent's host name to be looked up.
+    AwaitingName,
     /// A forwarded INVITE the agent has not answered was sent again (Timer A).
     Retransmitted,
     /// The agent never answered a forwarded INVITE; the caller got 408 (Timer B).
@@ -143,6 +158,45 @@ impl Unanswered {
     }
 }
 
+/// An admitted INVITE, ready to forward but for its agent's address: the transaction's state
+/// and the answers it may need, built from the request when it was admitted.
+#[derive(Debug)]
+struct Prepared {
+    key: String,
+    branch: String,
+    request_uri: String,
+    forwarded: Vec<u8>,
+    trying: Vec<u8>,
+    timeout: Vec<u8>,
+    terminated: Vec<u8>,
+    caller: SocketAddr,
+    caller_transport: Transport,
+    hop_transport: Transport,
+    call_id: String,
+}
+
+/// An admitted INVITE whose next hop is a host name being looked up.
+#[derive(Debug)]
+struct AwaitingName {
+    port: u16,
+    /// Taken when the INVITE is forwarded, cancelled or refused.
+    prepared: Option<Prepared>,
+    /// The 503 the caller gets if the name does not resolve to an address we can send to.
+    unreachable: Vec<u8>,
+    /// The last response sent to the caller (100, or the 487 or 503 that ended the
+    /// transaction), sent again on retransmissions.
+    last_response: Vec<u8>,
+    since: Instant,
+}
+
+/// What the resolver said about a host name: its addresses in the resolver's order, none when
+/// the lookup failed.
+#[derive(Debug)]
+struct Resolution {
+    addresses: Vec<IpAddr>,
+    until: Instant,
+}
+
 /// The per-source flood limiter.
 type FloodLimiter = RateLimiter<IpAddr, HashMapStateStore<IpAddr>, MonotonicClock>;
 
@@ -160,6 +214,23 @@ pub struct Proxy {
     /// When each unanswered INVITE transaction needs attention; an entry whose transaction was
     /// answered or forgotten meanwhile is dropped when it comes up.
     timers: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Host names of agents, resolved.
+    names: HashMap<String, Resolution>,
+    /// Transactions whose next hop is a name being looked up, by transaction key.
+    awaiting: HashMap<String, AwaitingName>,
+    /// Names being looked up -> the keys of the transactions waiting for them.
+    lookups: HashMap<String, Vec<String>>,
+    /// Names to look up that the transport loop has not taken yet.
+    new_lookups: Vec<String>,
+}
+
+/// The first of `addresses` a request over `transport` from `local` can go to: over UDP it leaves
+/// by our socket, so it must be of the socket's family; a TCP connection can be opened to either.
+fn reachable(local: SocketAddr, addresses: &[IpAddr], transport: Transport) -> Option<IpAddr> {
+    addresses
+        .iter()
+        .find(|ip| transport == Transport::Tcp || ip.is_ipv4() == local.is_ipv4())
+        .copied()
 }
 
 /// FNV-1a, for branch ids derived from what identifies the incoming transaction.
@@ -233,7 +304,68 @@ impl Proxy {
             branches: HashMap::new(),
             t1,
             timers: BinaryHeap::new(),
+            names: HashMap::new(),
+            awaiting: HashMap::new(),
+            lookups: HashMap::new(),
+            new_lookups: Vec::new(),
         }
+    }
+
+    /// The host names the transport loop must look up (each once; the answer is given to
+    /// [`Proxy::on_resolved`], the addresses in the resolver's order, none on failure).
+    pub fn take_lookups(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.new_lookups)
+    }
+
+    /// Forwards the INVITEs that waited for `name` to its first address of a family we can send
+    /// to, or answers them 503 when there is none. The answer is kept for
+    /// [`RESOLVED_LIFETIME`] ([`FAILED_LOOKUP_LIFETIME`] for no addresses).
+    pub fn on_resolved(
+        &mut self,
+        name: &str,
+        addresses: Vec<IpAddr>,
+        now: Instant,
+    ) -> (Vec<Outgoing>, Vec<Event>) {
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        let waiting = self.lookups.remove(name).unwrap_or_default();
+        for key in waiting {
+            let Some(awaiting) = self.awaiting.get_mut(&key) else {
+                continue;
+            };
+            let Some(prepared) = awaiting.prepared.take() else {
+                continue;
+            };
+            match reachable(self.local, &addresses, prepared.hop_transport) {
+                Some(ip) => {
+                    let callee = SocketAddr::new(ip, awaiting.port);
+                    self.awaiting.remove(&key);
+                    out.push(self.launch(prepared, callee, now));
+                    events.push(Event::Admitted);
+                }
+                None => {
+                    awaiting.last_response = awaiting.unreachable.clone();
+                    out.push(Outgoing {
+                        to: prepared.caller,
+                        transport: Transport::Udp,
+                        bytes: awaiting.unreachable.clone(),
+                    });
+                    events.push(Event::Refused(UNREACHABLE.into()));
+                }
+            }
+        }
+        let lifetime = if addresses.is_empty() {
+            FAILED_LOOKUP_LIFETIME
+        } else {
+            RESOLVED_LIFETIME
+        };
+        self.names.insert(
+            name.to_owned(),
+            Resolution {
+                addresses,
+                until: now + lifetime,
+            },
+        );
+        (out, events)
     }
 
     /// How long an INVITE transaction is remembered: at least until one T1 after its Timer B, so
@@ -302,7 +434,7 @@ impl Proxy {
 
     /// The number of dialogs and INVITE transactions held.
     pub fn live(&self) -> (usize, usize) {
-        (self.dialogs.len(), self.invites.len())
+        (self.dialogs.len(), self.invites.len() + self.awaiting.len())
     }
 
     fn is_local(&self, hp: &HostPort) -> bool {
@@ -316,6 +448,9 @@ impl Proxy {
         let lifetime = self.transaction_lifetime();
         self.invites
             .retain(|_, t| now.duration_since(t.since) < lifetime);
+        self.awaiting
+            .retain(|_, a| now.duration_since(a.since) < lifetime);
+        self.names.retain(|_, resolution| resolution.until > now);
         let invites = &self.invites;
         self.branches.retain(|_, key| invites.contains_key(key));
         self.dialogs
@@ -511,8 +646,12 @@ impl Proxy {
             let (out, _) = Self::answer(head, source, 482, &[]);
             return (out, Event::Refused("loop".into()));
         }
-        if let Some(transaction) = self.invites.get(&key) {
-            let bytes = transaction.last_response.clone();
+        let resent = match (self.invites.get(&key), self.awaiting.get(&key)) {
+            (Some(transaction), _) => Some(transaction.last_response.clone()),
+            (None, Some(awaiting)) => Some(awaiting.last_response.clone()),
+            (None, None) => None,
+        };
+        if let Some(bytes) = resent {
             let out = Outgoing {
                 to: source,
                 transport: Transport::Udp,
@@ -529,7 +668,8 @@ impl Proxy {
             }
             admission::Verdict::Forward(forward) => forward,
         };
-        if self.invites.len() >= MAX_ENTRIES || self.dialogs.len() >= MAX_ENTRIES {
+        let held = self.invites.len() + self.awaiting.len();
+        if held >= MAX_ENTRIES || self.dialogs.len() >= MAX_ENTRIES {
             let (out, _) = Self::answer(
                 head,
                 source,
@@ -538,39 +678,107 @@ impl Proxy {
             );
             return (out, Event::Refused("overloaded".into()));
         }
-        let next_hop = forward
-            .next_hop
-            .host
-            .parse::<IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, forward.next_hop.port));
-        let Some(next_hop) = next_hop else {
-            // Agents are reached at IP addresses; names would need a resolver on this path.
-            let (out, _) = Self::answer(head, source, 503, &[]);
-            return (out, Event::Refused("agent_unreachable".into()));
-        };
-        let hop_transport = forward.next_hop.transport;
+        let hop = forward.next_hop;
         let branch = self.branch_for(head, source);
         let edits = Edits {
             request_uri: Some(forward.agent_uri.clone()),
-            via: self.our_via(hop_transport, &branch),
-            record_route: Some(self.record_route(transport, hop_transport)),
+            via: self.our_via(hop.transport, &branch),
+            record_route: Some(self.record_route(transport, hop.transport)),
             headers: forward.headers,
             consume_route: 0,
             source: Some(source),
         };
-        let forwarded = forward::forward(bytes, request, &edits);
         let trying = response::build(head, 100, &[]);
+        let prepared = Prepared {
+            key,
+            branch,
+            request_uri: forward.agent_uri,
+            forwarded: forward::forward(bytes, request, &edits),
+            trying: trying.clone(),
+            timeout: response::build(head, 408, &[]),
+            terminated: response::build(head, 487, &[]),
+            caller: source,
+            caller_transport: transport,
+            hop_transport: hop.transport,
+            call_id: value(head, "Call-ID").to_owned(),
+        };
+        let trying = Outgoing {
+            to: source,
+            transport: Transport::Udp,
+            bytes: trying,
+        };
+        let address = match hop.host.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => match self.names.get(&hop.host).filter(|r| r.until > now) {
+                Some(resolution) => reachable(self.local, &resolution.addresses, hop.transport),
+                None => {
+                    self.await_name(hop.host, hop.port, prepared, head, now);
+                    return (vec![trying], Event::AwaitingName);
+                }
+            },
+        };
+        let Some(ip) = address else {
+            let (out, _) = Self::answer(head, source, 503, &[]);
+            return (out, Event::Refused(UNREACHABLE.into()));
+        };
+        let forwarded = self.launch(prepared, SocketAddr::new(ip, hop.port), now);
+        (vec![trying, forwarded], Event::Admitted)
+    }
+
+    /// Holds an admitted INVITE until `name` is looked up, asking the transport loop for the
+    /// lookup unless one is under way.
+    fn await_name(
+        &mut self,
+        name: String,
+        port: u16,
+        prepared: Prepared,
+        head: &Head,
+        now: Instant,
+    ) {
+        let key = prepared.key.clone();
+        self.awaiting.insert(
+            key.clone(),
+            AwaitingName {
+                port,
+                last_response: prepared.trying.clone(),
+                prepared: Some(prepared),
+                unreachable: response::build(head, 503, &[]),
+                since: now,
+            },
+        );
+        let waiting = self.lookups.entry(name.clone()).or_default();
+        if waiting.is_empty() {
+            self.new_lookups.push(name);
+        }
+        waiting.push(key);
+    }
+
+    /// Starts the transaction of an admitted INVITE whose agent is at `callee`: the forwarded
+    /// INVITE to send, its timers, and the dialog.
+    fn launch(&mut self, prepared: Prepared, callee: SocketAddr, now: Instant) -> Outgoing {
+        let Prepared {
+            key,
+            branch,
+            request_uri,
+            forwarded,
+            trying,
+            timeout,
+            terminated,
+            caller,
+            caller_transport,
+            hop_transport,
+            call_id,
+        } = prepared;
         let unanswered = Unanswered {
             forwarded: forwarded.clone(),
             retransmit_at: (hop_transport == Transport::Udp).then(|| now + self.t1),
             interval: self.t1,
             give_up_at: now + self.t1 * 64,
-            timeout: response::build(head, 408, &[]),
-            terminated: response::build(head, 487, &[]),
+            timeout,
+            terminated,
             cancel: None,
-            caller: source,
-            call_id: value(head, "Call-ID").to_owned(),
+            caller,
+            call_id: call_id.clone(),
         };
         self.timers
             .push(Reverse((unanswered.next_deadline(), key.clone())));
@@ -578,44 +786,51 @@ impl Proxy {
         self.invites.insert(
             key,
             InviteTransaction {
-                callee: next_hop,
+                callee,
                 callee_transport: hop_transport,
                 branch,
-                request_uri: forward.agent_uri,
-                last_response: trying.clone(),
+                request_uri,
+                last_response: trying,
                 since: now,
                 unanswered: Some(unanswered),
             },
         );
         self.dialogs.insert(
-            value(head, "Call-ID").to_owned(),
+            call_id,
             Dialog {
-                caller: source,
-                caller_transport: transport,
-                callee: next_hop,
+                caller,
+                caller_transport,
+                callee,
                 callee_transport: hop_transport,
                 since: now,
             },
         );
-        (
-            vec![
-                Outgoing {
-                    to: source,
-                    transport: Transport::Udp,
-                    bytes: trying,
-                },
-                Outgoing {
-                    to: next_hop,
-                    transport: hop_transport,
-                    bytes: forwarded,
-                },
-            ],
-            Event::Admitted,
-        )
+        Outgoing {
+            to: callee,
+            transport: hop_transport,
+            bytes: forwarded,
+        }
     }
 
     fn on_cancel(&mut self, head: &Head, source: SocketAddr) -> (Vec<Outgoing>, Event) {
         let key = Self::transaction_key(head, source);
+        if let Some(awaiting) = self.awaiting.get_mut(&key) {
+            // Nothing was sent to the agent yet: the INVITE ends here.
+            let mut out = vec![Outgoing {
+                to: source,
+                transport: Transport::Udp,
+                bytes: response::build(head, 200, &[]),
+            }];
+            if let Some(prepared) = awaiting.prepared.take() {
+                awaiting.last_response = prepared.terminated.clone();
+                out.push(Outgoing {
+                    to: source,
+                    transport: Transport::Udp,
+                    bytes: prepared.terminated,
+                });
+            }
+            return (out, Event::Answered(487));
+        }
         let Some(transaction) = self.invites.get(&key) else {
             return Self::answer(head, source, 481, &[]);
         };
@@ -773,7 +988,11 @@ mod tests {
 
     fn proxy(rate: u32, burst: u32) -> Proxy {
         let config = crate::config::Config::parse(crate::config::DEMO).expect("demo");
-        let rules = crate::admission::oracle::NativeRules::new(&config).expect("demo rules");
+        proxy_of(&config, rate, burst)
+    }
+
+    fn proxy_of(config: &crate::config::Config, rate: u32, burst: u32) -> Proxy {
+        let rules = crate::admission::oracle::NativeRules::new(config).expect("rules");
         let quota = Quota::per_second(NonZeroU32::new(rate).expect("rate"))
             .allow_burst(NonZeroU32::new(burst).expect("burst"));
         Proxy::new(
@@ -1077,5 +1296,135 @@ mod tests {
             "nothing retransmitted, no 408"
         );
         assert_eq!(proxy.next_timer(), None);
+    }
+
+    const AGENT_HOST: &str = "agents.example";
+
+    /// The demo world, but agent `sales` is at a host name.
+    fn proxy_with_named_agent() -> Proxy {
+        let mut config = crate::config::Config::parse(crate::config::DEMO).expect("demo");
+        let sales = config
+            .tenants
+            .iter_mut()
+            .flat_map(|tenant| tenant.agents.iter_mut())
+            .find(|agent| agent.id == "sales")
+            .expect("agent sales");
+        sales.uri = format!("sip:sales@{AGENT_HOST}:5090");
+        proxy_of(&config, 100, 100)
+    }
+
+    fn caller() -> SocketAddr {
+        "127.0.0.1:5070".parse().expect("addr")
+    }
+
+    fn status_line(out: &Outgoing) -> String {
+        text(out).lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn an_agent_host_name_is_looked_up_once_for_all_the_invites_waiting_for_it_then_cached() {
+        let mut proxy = proxy_with_named_agent();
+        let start = Instant::now();
+        let (out, event) = proxy.on_message(&invite(1), caller(), Transport::Udp, start);
+        assert_eq!(event, Event::AwaitingName);
+        assert_eq!(out.len(), 1, "only the 100 Trying, nothing forwarded yet");
+        assert_eq!(
+            (out[0].to, status_line(&out[0])),
+            (caller(), "SIP/2.0 100 Trying".to_owned())
+        );
+        assert_eq!(proxy.take_lookups(), [AGENT_HOST]);
+        let (_, event) = proxy.on_message(&invite(2), caller(), Transport::Udp, start);
+        assert_eq!(event, Event::AwaitingName);
+        assert!(proxy.take_lookups().is_empty(), "one lookup under way");
+        let (again, event) = proxy.on_message(&invite(1), caller(), Transport::Udp, start);
+        assert_eq!(event, Event::Retransmission);
+        assert_eq!(again, out, "a retransmission gets the 100 again");
+        assert_eq!(proxy.live(), (0, 2));
+
+        // The IPv6 address is skipped: this core sends from an IPv4 socket.
+        let ipv6: IpAddr = "2001:db8::7".parse().expect("ip");
+        let ipv4: IpAddr = "192.0.2.7".parse().expect("ip");
+        let (out, events) = proxy.on_resolved(AGENT_HOST, vec![ipv6, ipv4], start);
+        assert_eq!(events, [Event::Admitted, Event::Admitted]);
+        let agent = SocketAddr::new(ipv4, 5090);
+        assert_eq!(out.iter().map(|o| o.to).collect::<Vec<_>>(), [agent, agent]);
+        assert!(
+            text(&out[0]).starts_with(&format!("INVITE sip:sales@{AGENT_HOST}:5090 SIP/2.0\r\n"))
+        );
+        assert!(text(&out[0]).contains("X-Dest-User: sales.desk\r\n"));
+        assert_eq!(proxy.live(), (2, 2));
+        assert_eq!(
+            proxy.next_timer(),
+            Some(start + DEFAULT_T1),
+            "Timer A runs from the forwarding"
+        );
+
+        // Cached: the next call goes at once.
+        let (out, event) = proxy.on_message(&invite(3), caller(), Transport::Udp, start);
+        assert_eq!((event, out.len(), out[1].to), (Event::Admitted, 2, agent));
+        assert!(proxy.take_lookups().is_empty());
+
+        // Until the answer is too old.
+        let later = start + RESOLVED_LIFETIME;
+        proxy.expire(later);
+        let (_, event) = proxy.on_message(&invite(4), caller(), Transport::Udp, later);
+        assert_eq!(event, Event::AwaitingName);
+        assert_eq!(proxy.take_lookups(), [AGENT_HOST]);
+    }
+
+    #[test]
+    fn a_name_without_a_usable_address_gets_503_which_is_remembered_briefly() {
+        let mut proxy = proxy_with_named_agent();
+        let start = Instant::now();
+        proxy.on_message(&invite(1), caller(), Transport::Udp, start);
+        assert_eq!(proxy.take_lookups(), [AGENT_HOST]);
+        let (out, events) = proxy.on_resolved(AGENT_HOST, Vec::new(), start);
+        assert_eq!(events, [Event::Refused(UNREACHABLE.into())]);
+        assert_eq!(
+            (out.len(), out[0].to, status_line(&out[0])),
+            (1, caller(), "SIP/2.0 503 Service Unavailable".to_owned())
+        );
+        let (again, event) = proxy.on_message(&invite(1), caller(), Transport::Udp, start);
+        assert_eq!((event, again), (Event::Retransmission, out));
+
+        let (out, event) = proxy.on_message(&invite(2), caller(), Transport::Udp, start);
+        assert_eq!(event, Event::Refused(UNREACHABLE.into()));
+        assert_eq!(status_line(&out[0]), "SIP/2.0 503 Service Unavailable");
+        assert!(proxy.take_lookups().is_empty(), "the failure is cached");
+
+        let later = start + FAILED_LOOKUP_LIFETIME;
+        let (_, event) = proxy.on_message(&invite(3), caller(), Transport::Udp, later);
+        assert_eq!(event, Event::AwaitingName);
+        assert_eq!(proxy.take_lookups(), [AGENT_HOST]);
+        // Only IPv6 addresses, for an IPv4 socket: nothing to send to.
+        let (out, _) =
+            proxy.on_resolved(AGENT_HOST, vec!["2001:db8::7".parse().expect("ip")], later);
+        assert_eq!(status_line(&out[0]), "SIP/2.0 503 Service Unavailable");
+        assert_eq!(
+            proxy.live(),
+            (0, 2),
+            "the ended transactions absorb retransmissions"
+        );
+        proxy.expire(later + proxy.transaction_lifetime());
+        assert_eq!(proxy.live(), (0, 0));
+    }
+
+    #[test]
+    fn a_call_cancelled_while_its_agent_is_looked_up_gets_487_and_never_reaches_the_agent() {
+        let mut proxy = proxy_with_named_agent();
+        let start = Instant::now();
+        proxy.on_message(&invite(1), caller(), Transport::Udp, start);
+        let (out, event) = proxy.on_message(&cancel(1), caller(), Transport::Udp, start);
+        assert_eq!(event, Event::Answered(487));
+        let lines: Vec<String> = out.iter().map(status_line).collect();
+        assert_eq!(lines, ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]);
+        assert!(text(&out[0]).contains("CSeq: 1 CANCEL\r\n"));
+        assert!(text(&out[1]).contains("CSeq: 1 INVITE\r\n"));
+        let (sent, events) =
+            proxy.on_resolved(AGENT_HOST, vec!["192.0.2.7".parse().expect("ip")], start);
+        assert_eq!((sent, events), (vec![], vec![]));
+        let (again, _) = proxy.on_message(&invite(1), caller(), Transport::Udp, start);
+        assert_eq!(status_line(&again[0]), "SIP/2.0 487 Request Terminated");
+        assert_eq!(proxy.live().0, 0, "no dialog");
     }
 }

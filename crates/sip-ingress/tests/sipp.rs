@@ -101,6 +101,16 @@ id = "tcpdesk"
 username = "tcpdesk"
 uri = "sip:tcpdesk@127.0.0.1:{tcp_agent_port};transport=tcp"
 
+[[tenants.agents]]
+id = "namedesk"
+username = "namedesk"
+uri = "sip:namedesk@localhost:{agent_port}"
+
+[[tenants.agents]]
+id = "lostdesk"
+username = "lostdesk"
+uri = "sip:lostdesk@agent.invalid:{agent_port}"
+
 [[tenants]]
 id = "acme"
 access = ["127.0.0.4/32"]
@@ -759,5 +769,59 @@ fn a_silent_agent_gets_the_invite_again_at_doubling_intervals_and_the_caller_408
     assert!(
         text.contains("sip_ingress_invite_timers_total{timer=\"B\",action=\"answered_408\"} 1"),
         "{text}"
+    );
+}
+
+#[test]
+fn an_agent_at_a_host_name_gets_the_call_at_the_address_the_name_resolves_to() {
+    let world = start_ingress("agent-name");
+    // The Request-URI keeps the name; the packet went to 127.0.0.1, where the agent listens.
+    let checks = r#"<ereg regexp="^INVITE sip:namedesk@localhost:[0-9]+ SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>"#;
+    call(
+        &world,
+        ("agent.xml", checks, world.agent_port),
+        ("caller.xml", "namedesk", CALLER, &[]),
+    );
+    let text = metrics(&world);
+    for line in [
+        "sip_ingress_invites_awaiting_name_total 1",
+        "sip_ingress_admission_total{decision=\"forward\",reason=\"admitted\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_caller_of_an_agent_whose_host_name_does_not_resolve_gets_100_then_503() {
+    let world = start_ingress("agent-lost");
+    let agent = UdpSocket::bind(("127.0.0.1", world.agent_port)).expect("the agent's port");
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("caller socket");
+    let caller_port = caller.local_addr().expect("addr").port();
+    caller
+        .send_to(&invite(caller_port, "lostdesk", 70), world.ingress)
+        .expect("sent");
+    let answers: Vec<String> =
+        std::iter::from_fn(|| next_datagram(&caller, Duration::from_secs(8)))
+            .take(2)
+            .map(|(text, _)| text.lines().next().unwrap_or_default().to_owned())
+            .collect();
+    assert_eq!(
+        answers,
+        ["SIP/2.0 100 Trying", "SIP/2.0 503 Service Unavailable"],
+        "{}",
+        log(&world.dir.join("ingress.log"))
+    );
+    assert!(
+        next_datagram(&agent, Duration::from_millis(200)).is_none(),
+        "nothing reached any agent"
+    );
+    let text = metrics(&world);
+    let line = "sip_ingress_admission_total{decision=\"refuse\",reason=\"agent_unreachable\"} 1";
+    assert!(
+        text.lines().any(|l| l == line),
+        "{line} missing from\n{text}"
     );
 }
