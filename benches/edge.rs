@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use trunkguard::process::{Guarded, wait_until};
+use trunkguard::process::{Guarded, cpu_time, wait_until};
 use trunkguard::upstream::Upstream;
 
 /// The core Envoy runs on, and the one wrk and the upstream run on.
@@ -196,35 +196,6 @@ fn mixes() -> Vec<Mix> {
             trunkguard_status: 200,
         },
     ]
-}
-
-/// Envoy's CPU time so far: (user, system).
-fn cpu_time(pid: u32) -> (Duration, Duration) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start at ")".
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let per_second = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(100);
-    let time = |ticks: u64| Duration::from_micros(ticks * 1_000_000 / per_second);
-    (time(ticks(11)), time(ticks(12)))
 }
 
 #[derive(Clone, Copy)]

@@ -74,3 +74,73 @@ pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// The CPU time of process `pid` so far (all its threads): (user, system).
+pub fn cpu_time(pid: u32) -> (Duration, Duration) {
+    let (user, system, _) = stat_of(pid);
+    (user, system)
+}
+
+/// The CPU time of process `pid` and of every process descending from it, so far: (user,
+/// system). For servers that fork workers, such as Kamailio.
+pub fn tree_cpu_time(pid: u32) -> (Duration, Duration) {
+    let processes: Vec<(u32, (Duration, Duration, u32))> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .map(|p| (p, stat_of(p)))
+        .collect();
+    let mut tree = vec![pid];
+    let mut grown = true;
+    while grown {
+        grown = false;
+        for (p, (_, _, parent)) in &processes {
+            if tree.contains(parent) && !tree.contains(p) {
+                tree.push(*p);
+                grown = true;
+            }
+        }
+    }
+    processes
+        .iter()
+        .filter(|(p, _)| tree.contains(p))
+        .fold(Default::default(), |(user, system), (_, (u, s, _))| {
+            (user + *u, system + *s)
+        })
+}
+
+/// From `/proc/<pid>/stat`: user time, system time, parent pid (zeros for a gone process).
+fn stat_of(pid: u32) -> (Duration, Duration, u32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at ")".
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let number = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let time = |ticks: u64| Duration::from_micros(ticks * 1_000_000 / clock_ticks_per_second());
+    (
+        time(number(11)),
+        time(number(12)),
+        u32::try_from(number(1)).unwrap_or(0),
+    )
+}
+
+/// `getconf CLK_TCK`, the unit of the times in `/proc/<pid>/stat`.
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    })
+}

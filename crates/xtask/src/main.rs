@@ -48,7 +48,9 @@ commands:
   bench edge
           Envoy + edge filter vs no filter, a no-op wasm filter and local_ratelimit
   bench policy
-          one admission decision in wasmtime vs natively, 10k CIDRs and 100k agents";
+          one admission decision in wasmtime vs natively, 10k CIDRs and 100k agents
+  bench sip
+          sip-ingress vs Kamailio 5.6 with the same rules, SIPp calls at rising rates";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -233,6 +235,7 @@ fn test() -> Result<()> {
         ("wrk", "wrk"),
         ("taskset", "util-linux"),
         ("sipp", "sip-tester"),
+        ("kamailio", "kamailio"),
     ])?;
     // One invocation for every target, so the workspace is built once (separate `--bench` runs
     // resolve features differently and rebuild wasmtime). Benchmarks run as smoke runs: the
@@ -285,8 +288,19 @@ fn bench(name: Option<&str>) -> Result<()> {
                 .args(["bench", "-p", "sip-ingress", "--bench", "policy"])
                 .env("TRUNKGUARD_WASM_DIR", root().join("target").join("wasm")))
         }
-        Some(other) => bail!("unknown benchmark {other:?}; available: edge, policy"),
-        None => bail!("name a benchmark: cargo xtask bench edge|policy"),
+        Some("sip") => {
+            wasm()?;
+            ensure_debian_packages(&[
+                ("sipp", "sip-tester"),
+                ("kamailio", "kamailio"),
+                ("taskset", "util-linux"),
+            ])?;
+            run(cargo()
+                .args(["bench", "-p", "sip-ingress", "--bench", "sip"])
+                .env("TRUNKGUARD_WASM_DIR", root().join("target").join("wasm")))
+        }
+        Some(other) => bail!("unknown benchmark {other:?}; available: edge, policy, sip"),
+        None => bail!("name a benchmark: cargo xtask bench edge|policy|sip"),
     }
 }
 
