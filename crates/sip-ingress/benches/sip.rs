@@ -12,7 +12,7 @@
 //!
 //! Goal: less CPU per call than Kamailio, compared at the rates both served without a failure.
 //!
-//! With `TRUNKGUARD_BENCH_SECONDS` below 3 (as `cargo xtask test` runs benchmarks) it is a smoke
+//! `TRUNKGUARD_BENCH_RATES=200,400` picks the rates. With `TRUNKGUARD_BENCH_SECONDS` below 3 (as `cargo xtask test` runs benchmarks) it is a smoke
 //! run: one low rate, every call must succeed through both proxies, the goal is reported but not
 //! enforced.
 
@@ -252,12 +252,19 @@ fn sipp(dir: &Path, label: &str, calls: u32, limit: Duration, args: &[&str]) -> 
     )
 }
 
-/// The cumulative "Successful call" count of SIPp's last statistics screen.
-fn successful_calls(log: &str) -> u64 {
-    log.lines()
-        .filter(|line| line.trim_start().starts_with("Successful call"))
-        .filter_map(|line| line.rsplit('|').next()?.trim().parse().ok())
-        .next_back()
+/// The cumulative count of successful calls in SIPp's statistics file (`-trace_stat`, written
+/// every second, so it is there even when SIPp had to be killed).
+fn successful_calls(stats: &str) -> u64 {
+    let mut lines = stats.lines();
+    let column = lines.next().and_then(|header| {
+        header
+            .split(';')
+            .position(|name| name == "SuccessfulCall(C)")
+    });
+    let last = lines.rfind(|line| !line.trim().is_empty());
+    column
+        .zip(last)
+        .and_then(|(column, line)| line.split(';').nth(column)?.trim().parse().ok())
         .unwrap_or(0)
 }
 
@@ -308,6 +315,7 @@ fn run_step(proxy: Proxy, rate: u32, seconds: u64, dir: &Path) -> Step {
     let (user, system) = tree_cpu_time(proxy_process.pid());
     let target = format!("127.0.0.1:{port}");
     let rate_text = rate.to_string();
+    let stats = dir.join("caller-stats.csv");
     let mut caller = sipp(
         dir,
         "caller",
@@ -330,6 +338,11 @@ fn run_step(proxy: Proxy, rate: u32, seconds: u64, dir: &Path) -> Step {
             // abort the call.
             "-default_behaviors",
             "all,-abortunexp",
+            "-trace_stat",
+            "-stf",
+            stats.to_str().expect("utf8"),
+            "-fd",
+            "1",
             &target,
         ],
     );
@@ -337,11 +350,11 @@ fn run_step(proxy: Proxy, rate: u32, seconds: u64, dir: &Path) -> Step {
     let (user_after, system_after) = tree_cpu_time(proxy_process.pid());
     let _ = agent.wait_exit(Duration::from_secs(5));
     stop(proxy_process);
-    let caller_log = std::fs::read_to_string(dir.join("caller.log")).unwrap_or_default();
+    let caller_stats = std::fs::read_to_string(&stats).unwrap_or_default();
     Step {
         rate,
         calls,
-        successful: successful_calls(&caller_log),
+        successful: successful_calls(&caller_stats),
         cpu: (user_after + system_after).saturating_sub(user + system),
     }
 }
@@ -362,10 +375,15 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
     let smoke = seconds < 3;
-    let rates: Vec<u32> = if smoke {
-        vec![SMOKE_RATE]
-    } else {
-        RATES.to_vec()
+    let chosen: Option<Vec<u32>> = std::env::var("TRUNKGUARD_BENCH_RATES").ok().map(|list| {
+        list.split(',')
+            .filter_map(|r| r.trim().parse().ok())
+            .collect()
+    });
+    let rates: Vec<u32> = match chosen {
+        Some(rates) => rates,
+        None if smoke => vec![SMOKE_RATE],
+        None => RATES.to_vec(),
     };
     let root = std::env::temp_dir().join(format!("trunkguard-sip-bench-{}", std::process::id()));
     println!(
@@ -427,7 +445,17 @@ fn main() {
         "goal: less CPU per call than Kamailio: {}",
         if met { "met" } else { "NOT met" }
     );
-    let _ = std::fs::remove_dir_all(&root);
+    let failed = ladders
+        .iter()
+        .any(|(_, steps)| steps.iter().any(|s| s.failed() > 0));
+    if failed {
+        println!(
+            "the logs of each proxy's last rate (SIPp's, the proxy's) are kept in {}",
+            root.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
     if smoke {
         assert!(
             ladders
