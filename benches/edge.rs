@@ -360,11 +360,7 @@ fn measure(setup: Setup, mix: &Mix, seconds: u64, dir: &Path) -> Measurement {
 
 fn main() {
     // `cargo bench` passes --bench; any other argument is a filter we do not support.
-    let seconds: u64 = std::env::var("TRUNKGUARD_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let smoke = seconds < 3;
+    let (seconds, smoke) = trunkguard::bench_seconds();
     let repeat: usize = if smoke {
         1
     } else {

@@ -108,3 +108,14 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("the loopback interface can bind an ephemeral port")
 }
+
+/// How long a benchmark measures each configuration: `TRUNKGUARD_BENCH_SECONDS` (10 unless
+/// set), and whether that makes it a smoke run (below 3 s, as `cargo xtask test` runs
+/// benchmarks: the harness works and every answer is right, goals are reported, not enforced).
+pub fn bench_seconds() -> (u64, bool) {
+    let seconds = std::env::var("TRUNKGUARD_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    (seconds, seconds < 3)
+}

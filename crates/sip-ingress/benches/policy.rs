@@ -213,11 +213,7 @@ fn demo_world(
 }
 
 fn main() {
-    let seconds: u64 = std::env::var("TRUNKGUARD_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let smoke = seconds < 3;
+    let (seconds, smoke) = trunkguard::bench_seconds();
     let config = world();
     let mut native = NativeRules::new(&config).expect("native rules");
     let engine = PolicyEngine::new(None).expect("engine");

@@ -370,11 +370,7 @@ fn mean_cpu(steps: &[Step], rates: &[u32]) -> f64 {
 }
 
 fn main() {
-    let seconds: u64 = std::env::var("TRUNKGUARD_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let smoke = seconds < 3;
+    let (seconds, smoke) = trunkguard::bench_seconds();
     let chosen: Option<Vec<u32>> = std::env::var("TRUNKGUARD_BENCH_RATES").ok().map(|list| {
         list.split(',')
             .filter_map(|r| r.trim().parse().ok())
