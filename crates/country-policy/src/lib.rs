@@ -22,7 +22,7 @@
 //! crates/country-policy/country.toml crates/country-policy/cases.toml`.
 
 use ingress_policy::bindings::trunkguard::ingress_policy::types::{
-    Invite, Reject, Snapshot, Verdict,
+    Forward, Invite, Reject, Snapshot, Verdict,
 };
 use ingress_policy::{Guest, Rules};
 
@@ -58,7 +58,7 @@ fn prefixes(rules: &Rules, tenant: &str) -> Vec<String> {
 pub struct CountryPolicy;
 
 impl Guest for CountryPolicy {
-    fn load(snapshot: Snapshot) -> Result<(), String> {
+    fn load(snapshot: Snapshot) -> Result<Vec<Forward>, String> {
         let mut configured = false;
         for (key, value) in &snapshot.settings {
             if key == SETTING || key.starts_with(&format!("{SETTING}.")) {
@@ -71,18 +71,21 @@ impl Guest for CountryPolicy {
         if !configured {
             return Err(format!("settings: {SETTING} is required"));
         }
-        ingress_policy::keep(Rules::load(snapshot)?);
-        Ok(())
+        let rules = Rules::load(snapshot)?;
+        let forwards = rules.forwards()?;
+        ingress_policy::keep(rules);
+        Ok(forwards)
     }
 
     fn decide(invite: Invite) -> Verdict {
         ingress_policy::with_rules(|rules| match rules.decide(&invite) {
-            Verdict::Forward(forward) => {
-                let allowed = prefixes(rules, &forward.tenant)
+            Verdict::Prepared(slot) => {
+                let tenant = rules.tenant_of(slot).unwrap_or_default();
+                let allowed = prefixes(rules, tenant)
                     .iter()
-                    .any(|prefix| invite.from_user.starts_with(prefix.as_str()));
+                    .any(|prefix| invite.from_user().starts_with(prefix.as_str()));
                 if allowed {
-                    Verdict::Forward(forward)
+                    Verdict::Prepared(slot)
                 } else {
                     Verdict::Reject(Reject {
                         code: 403,

@@ -7,6 +7,10 @@
 //! settings, and [`export_policy!`] exports a policy type. `crates/country-policy` is such a
 //! policy.
 //!
+//! An admitted INVITE is answered `prepared(slot)`: `load` returns one forward per agent, in
+//! slot order, which the ingress checks and keeps, so a decision crosses the component boundary
+//! with a number instead of the agent URI, next hop and header fields.
+//!
 //! ```ignore
 //! struct MyPolicy;
 //! impl ingress_policy::bindings::Guest for MyPolicy { /* load, decide */ }
@@ -14,7 +18,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use policy::admission::{Admission, Agent, DeniedSource, Invite as Facts, Tenant, World};
 use policy::route::RouteTransport;
@@ -33,15 +37,14 @@ pub mod bindings {
 }
 
 use bindings::trunkguard::ingress_policy::types::{
-    self as wit, Forward, Header, Invite, NextHop, Reject, Snapshot, Transport, Verdict,
+    self as wit, Forward, Header, Invite, IpAddress, NextHop, Present, Reject, Snapshot, Transport,
+    Verdict,
 };
 pub use bindings::{Guest, export_policy};
 
 /// The default rules over a loaded snapshot.
 pub struct Rules {
     world: World,
-    /// The verdict forwarding to each agent, by slot: built once at load, cloned per call.
-    forwards: Vec<Verdict>,
     settings: Vec<(String, String)>,
 }
 
@@ -127,7 +130,8 @@ fn hop_host(host: &Host) -> String {
     }
 }
 
-fn forward_to(tenant: &str, agent: &Agent) -> Verdict {
+/// The forward to `agent`, or why there is none (an agent URI without a host).
+fn forward_to(tenant: &str, agent: &Agent) -> Result<Forward, String> {
     let (host, port, transport, route) = match &agent.route {
         Some(route) => {
             let (host, port) = route.next_hop();
@@ -150,10 +154,10 @@ fn forward_to(tenant: &str, agent: &Agent) -> Verdict {
                 None,
             ),
             None => {
-                return Verdict::Reject(Reject {
-                    code: 503,
-                    reason: "agent_unreachable".into(),
-                });
+                return Err(format!(
+                    "tenant {tenant} agent {} uri {:?}: not a sip: URI with a host",
+                    agent.id, agent.uri
+                ));
             }
         },
     };
@@ -170,7 +174,7 @@ fn forward_to(tenant: &str, agent: &Agent) -> Verdict {
             value: user.as_str().into(),
         });
     }
-    Verdict::Forward(Forward {
+    Ok(Forward {
         tenant: tenant.into(),
         agent_id: agent.id.clone(),
         agent_uri: agent.uri.clone(),
@@ -181,6 +185,69 @@ fn forward_to(tenant: &str, agent: &Agent) -> Verdict {
         },
         headers,
     })
+}
+
+/// The text facts of an INVITE, read from the one string they travel in (see the WIT
+/// `invite`). An offset out of place (which the ingress never sends) reads as an empty fact.
+impl Invite {
+    fn fact(&self, start: u32, end: u32) -> &str {
+        self.text
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
+    /// The packet's source IP address.
+    pub fn source(&self) -> IpAddr {
+        match self.source_address {
+            IpAddress::Ipv4(bits) => IpAddr::V4(Ipv4Addr::from_bits(bits)),
+            IpAddress::Ipv6((high, low)) => IpAddr::V6(Ipv6Addr::from_bits(
+                u128::from(high) << 64 | u128::from(low),
+            )),
+        }
+    }
+
+    /// The Request-URI.
+    pub fn request_uri(&self) -> &str {
+        self.fact(0, self.request_uri_end)
+    }
+
+    /// The Request-URI's user part (empty when it has none).
+    pub fn request_user(&self) -> &str {
+        self.fact(self.request_uri_end, self.request_user_end)
+    }
+
+    /// The From URI's user part.
+    pub fn from_user(&self) -> &str {
+        self.fact(self.request_user_end, self.from_user_end)
+    }
+
+    /// The From display name, unquoted.
+    pub fn from_display_name(&self) -> Option<&str> {
+        self.present
+            .contains(Present::FROM_DISPLAY_NAME)
+            .then(|| self.fact(self.from_user_end, self.from_display_name_end))
+    }
+
+    /// The To URI's user part.
+    pub fn to_user(&self) -> &str {
+        self.fact(self.from_display_name_end, self.to_user_end)
+    }
+
+    /// The To display name, unquoted.
+    pub fn to_display_name(&self) -> Option<&str> {
+        self.present
+            .contains(Present::TO_DISPLAY_NAME)
+            .then(|| self.fact(self.to_user_end, self.to_display_name_end))
+    }
+
+    /// The header fields the ingress passes, as (canonical name, value), in received order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.text
+            .get(self.to_display_name_end as usize..)
+            .unwrap_or_default()
+            .split_terminator("\r\n")
+            .filter_map(|field| field.split_once(": "))
+    }
 }
 
 impl Rules {
@@ -196,15 +263,24 @@ impl Rules {
             wit::DeniedSource::Forbid => DeniedSource::Forbid,
         };
         let world = World::new(tenants, denied).map_err(|e| e.to_string())?;
-        let forwards = world
-            .agents()
-            .map(|(tenant, agent)| forward_to(&tenant.id, agent))
-            .collect();
         Ok(Self {
             world,
-            forwards,
             settings: snapshot.settings,
         })
+    }
+
+    /// The forward to every agent, in slot order: what `load` returns, so that [`Rules::decide`]
+    /// can answer `prepared(slot)`. Fails for an agent whose URI names no host.
+    pub fn forwards(&self) -> Result<Vec<Forward>, String> {
+        self.world
+            .agents()
+            .map(|(tenant, agent)| forward_to(&tenant.id, agent))
+            .collect()
+    }
+
+    /// The tenant owning the agent a `prepared(slot)` verdict forwards to.
+    pub fn tenant_of(&self, slot: u32) -> Option<&str> {
+        self.world.agent(slot).map(|(tenant, _)| tenant.id.as_str())
     }
 
     /// The value of a `[policy.settings]` key.
@@ -215,26 +291,16 @@ impl Rules {
             .map(|(_, value)| value.as_str())
     }
 
-    /// Decides `invite` by the default rules.
+    /// Decides `invite` by the default rules; an admitted INVITE gets `prepared(slot)`, the
+    /// slot of [`Rules::forwards`].
     pub fn decide(&self, invite: &Invite) -> Verdict {
-        let Ok(source) = invite.source_address.parse::<IpAddr>() else {
-            return Verdict::Drop("invalid_source".into());
-        };
         let facts = Facts {
-            source,
-            from_user: &invite.from_user,
-            request_user: &invite.request_user,
+            source: invite.source(),
+            from_user: invite.from_user(),
+            request_user: invite.request_user(),
         };
         match self.world.decide(&facts) {
-            Admission::Forward {
-                tenant,
-                agent,
-                slot,
-            } => self
-                .forwards
-                .get(slot)
-                .cloned()
-                .unwrap_or_else(|| forward_to(tenant, agent)),
+            Admission::Forward { slot } => Verdict::Prepared(slot),
             Admission::Reject { code, reason } => Verdict::Reject(Reject {
                 code,
                 reason: reason.into(),
@@ -268,9 +334,11 @@ pub fn with_rules(decide: impl FnOnce(&Rules) -> Verdict) -> Verdict {
 pub struct DefaultPolicy;
 
 impl Guest for DefaultPolicy {
-    fn load(snapshot: Snapshot) -> Result<(), String> {
-        keep(Rules::load(snapshot)?);
-        Ok(())
+    fn load(snapshot: Snapshot) -> Result<Vec<Forward>, String> {
+        let rules = Rules::load(snapshot)?;
+        let forwards = rules.forwards()?;
+        keep(rules);
+        Ok(forwards)
     }
 
     fn decide(invite: Invite) -> Verdict {

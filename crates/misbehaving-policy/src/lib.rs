@@ -5,9 +5,11 @@
 //! * `spin`: loops forever (stopped by the deadline);
 //! * `hog`: allocates until memory runs out (stopped by the memory limit);
 //! * `forge`: forwards with a `Via` header, which a policy may not add;
+//! * `stray`: answers `prepared` with an index `load` never returned;
 //! * anything else: the default rules.
 //!
-//! With the setting `fail_load = "yes"` the policy refuses every configuration.
+//! With the setting `fail_load = "yes"` the policy refuses every configuration; with
+//! `forge_load = "yes"` its first prepared forward carries a `Via` header.
 
 use std::hint::black_box;
 
@@ -20,17 +22,21 @@ use ingress_policy::{Guest, Rules};
 pub struct MisbehavingPolicy;
 
 impl Guest for MisbehavingPolicy {
-    fn load(snapshot: Snapshot) -> Result<(), String> {
+    fn load(snapshot: Snapshot) -> Result<Vec<Forward>, String> {
         let rules = Rules::load(snapshot)?;
         if rules.setting("fail_load") == Some("yes") {
             return Err("fail_load is set".into());
         }
+        let mut forwards = rules.forwards()?;
+        if rules.setting("forge_load") == Some("yes") {
+            forwards.push(forged());
+        }
         ingress_policy::keep(rules);
-        Ok(())
+        Ok(forwards)
     }
 
     fn decide(invite: Invite) -> Verdict {
-        match invite.request_user.as_str() {
+        match invite.request_user() {
             "trap" => panic!("a policy bug"),
             "spin" => {
                 let mut n: u64 = 0;
@@ -44,22 +50,28 @@ impl Guest for MisbehavingPolicy {
                     hoard.push(black_box(vec![1; 1 << 20]));
                 }
             }
-            "forge" => Verdict::Forward(Forward {
-                tenant: "demo".into(),
-                agent_id: "sales".into(),
-                agent_uri: "sip:sales@127.0.0.1:5090".into(),
-                next_hop: NextHop {
-                    host: "127.0.0.1".into(),
-                    port: 5090,
-                    transport: Transport::Udp,
-                },
-                headers: vec![Header {
-                    name: "Via".into(),
-                    value: "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKforged".into(),
-                }],
-            }),
+            "forge" => Verdict::Forward(forged()),
+            "stray" => Verdict::Prepared(u32::MAX),
             _ => ingress_policy::with_rules(|rules| rules.decide(&invite)),
         }
+    }
+}
+
+/// A forward with a header field no policy may add.
+fn forged() -> Forward {
+    Forward {
+        tenant: "demo".into(),
+        agent_id: "sales".into(),
+        agent_uri: "sip:sales@127.0.0.1:5090".into(),
+        next_hop: NextHop {
+            host: "127.0.0.1".into(),
+            port: 5090,
+            transport: Transport::Udp,
+        },
+        headers: vec![Header {
+            name: "Via".into(),
+            value: "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKforged".into(),
+        }],
     }
 }
 

@@ -72,17 +72,15 @@ pub struct Invite<'a> {
 }
 
 /// The decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission<'w> {
-    /// Forward to this agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Forward to the agent in this slot: its place among all agents, in configuration order
+    /// (see [`World::agents`]); [`World::agent`] finds it, and callers may keep per-agent data
+    /// beside the world. A number rather than a reference, so that deciding reads no more of
+    /// the world than it must.
     Forward {
-        /// The tenant that owns it.
-        tenant: &'w str,
-        /// The agent.
-        agent: &'w Agent,
-        /// The agent's place among all agents, in configuration order (`0..World::agent_count`),
-        /// for callers that keep per-agent data beside the world.
-        slot: usize,
+        /// The agent's slot.
+        slot: u32,
     },
     /// Answer with this status.
     Reject {
@@ -110,6 +108,14 @@ impl std::fmt::Display for WorldError {
 
 impl std::error::Error for WorldError {}
 
+/// Where a called agent is.
+#[derive(Debug, Clone, Copy)]
+struct Called {
+    tenant: u32,
+    agent: u32,
+    slot: u32,
+}
+
 /// Tenants indexed for admission: one hash lookup finds the called agent, one binary search
 /// checks the source.
 #[derive(Debug, Clone)]
@@ -117,45 +123,60 @@ pub struct World {
     tenants: Vec<Tenant>,
     access: Vec<AccessList>,
     any_access: AccessList,
-    /// Username or number -> (tenant, agent).
-    agents: HashMap<String, (usize, usize)>,
+    /// Username or number -> the agent's tenant, place in its tenant, and slot.
+    agents: HashMap<String, Called>,
     /// The slot of each tenant's first agent.
-    first_slot: Vec<usize>,
+    first_slot: Vec<u32>,
     denied: DeniedSource,
 }
 
 impl World {
     /// Indexes `tenants`. Two agents may not share a username or a number, across tenants too,
-    /// since the Request-URI alone must name one agent.
+    /// since the Request-URI alone must name one agent; slots are `u32`, which bounds the
+    /// number of agents.
     pub fn new(tenants: Vec<Tenant>, denied: DeniedSource) -> Result<Self, WorldError> {
+        let agent_count: usize = tenants.iter().map(|t| t.agents.len()).sum();
+        if u32::try_from(agent_count).is_err() || u32::try_from(tenants.len()).is_err() {
+            return Err(WorldError(format!(
+                "{} tenants with {agent_count} agents: at most {} of each are supported",
+                tenants.len(),
+                u32::MAX
+            )));
+        }
+        // The casts below cannot truncate: both counts were checked above.
+        let first_slot: Vec<u32> = tenants
+            .iter()
+            .scan(0u32, |next, tenant| {
+                let first = *next;
+                *next += tenant.agents.len() as u32;
+                Some(first)
+            })
+            .collect();
         let mut agents = HashMap::new();
         for (t, tenant) in tenants.iter().enumerate() {
             for (a, agent) in tenant.agents.iter().enumerate() {
+                let called = Called {
+                    tenant: t as u32,
+                    agent: a as u32,
+                    slot: first_slot[t] + a as u32,
+                };
                 let names = agent
                     .username
                     .iter()
                     .cloned()
                     .chain(agent.number.iter().map(|n| n.as_str().to_owned()));
                 for name in names {
-                    if let Some((other_t, other_a)) = agents.insert(name.clone(), (t, a)) {
-                        let other: &Tenant = &tenants[other_t];
+                    if let Some(other) = agents.insert(name.clone(), called) {
+                        let owner: &Tenant = &tenants[other.tenant as usize];
                         return Err(WorldError(format!(
                             "{name} names both agent {} of tenant {} and agent {} of tenant {}",
-                            other.agents[other_a].id, other.id, agent.id, tenant.id
+                            owner.agents[other.agent as usize].id, owner.id, agent.id, tenant.id
                         )));
                     }
                 }
             }
         }
         let access = tenants.iter().map(|t| AccessList::new(&t.access)).collect();
-        let first_slot = tenants
-            .iter()
-            .scan(0, |next, tenant| {
-                let first = *next;
-                *next += tenant.agents.len();
-                Some(first)
-            })
-            .collect();
         let any_access = AccessList::new(tenants.iter().flat_map(|t| t.access.iter()));
         Ok(Self {
             tenants,
@@ -184,7 +205,22 @@ impl World {
             .flat_map(|tenant| tenant.agents.iter().map(move |agent| (tenant, agent)))
     }
 
-    fn denied(&self) -> Admission<'_> {
+    /// The agent in `slot`, with its tenant.
+    pub fn agent(&self, slot: u32) -> Option<(&Tenant, &Agent)> {
+        // Tenants without agents share their first slot with the next tenant, which comes
+        // after them: the last tenant starting at or before `slot` is the owner.
+        let owner = self
+            .first_slot
+            .partition_point(|&first| first <= slot)
+            .checked_sub(1)?;
+        let tenant = self.tenants.get(owner)?;
+        let agent = tenant
+            .agents
+            .get((slot - self.first_slot[owner]) as usize)?;
+        Some((tenant, agent))
+    }
+
+    fn denied(&self) -> Admission {
         match self.denied {
             DeniedSource::Drop => Admission::Drop {
                 reason: "source_not_allowed",
@@ -197,27 +233,23 @@ impl World {
     }
 
     /// Decides one initial INVITE.
-    pub fn decide(&self, invite: &Invite<'_>) -> Admission<'_> {
+    pub fn decide(&self, invite: &Invite<'_>) -> Admission {
         let called = self.agents.get(invite.request_user).copied();
         let allowed = match called {
-            Some((tenant, _)) => self.access[tenant].contains(invite.source),
+            Some(called) => self.access[called.tenant as usize].contains(invite.source),
             None => self.any_access.contains(invite.source),
         };
         if !allowed {
             return self.denied();
         }
-        if invite.from_user.parse::<E164>().is_err() {
+        if E164::check(invite.from_user).is_err() {
             return Admission::Reject {
                 code: 404,
                 reason: "from_not_e164",
             };
         }
         match called {
-            Some((tenant, agent)) => Admission::Forward {
-                tenant: &self.tenants[tenant].id,
-                agent: &self.tenants[tenant].agents[agent],
-                slot: self.first_slot[tenant] + agent,
-            },
+            Some(called) => Admission::Forward { slot: called.slot },
             None => Admission::Reject {
                 code: 404,
                 reason: "unknown_agent",
@@ -296,9 +328,9 @@ mod tests {
         }
     }
 
-    fn forwarded_to(admission: Admission<'_>) -> String {
+    fn forwarded_to(world: &World, admission: Admission) -> String {
         match admission {
-            Admission::Forward { agent, .. } => agent.id.clone(),
+            Admission::Forward { slot } => world.agent(slot).expect("agent").1.id.clone(),
             other => panic!("not forwarded: {other:?}"),
         }
     }
@@ -308,15 +340,24 @@ mod tests {
     fn agents_are_reached_by_username_or_number() {
         let world = demo(DeniedSource::Drop);
         assert_eq!(
-            forwarded_to(world.decide(&invite("127.0.0.1", "+15551230000", "sales"))),
+            forwarded_to(
+                &world,
+                world.decide(&invite("127.0.0.1", "+15551230000", "sales"))
+            ),
             "sales"
         );
         assert_eq!(
-            forwarded_to(world.decide(&invite("::1", "+15551230000", "+15550100002"))),
+            forwarded_to(
+                &world,
+                world.decide(&invite("::1", "+15551230000", "+15550100002"))
+            ),
             "support"
         );
         assert_eq!(
-            forwarded_to(world.decide(&invite("127.0.0.4", "+15551230000", "+15550100003"))),
+            forwarded_to(
+                &world,
+                world.decide(&invite("127.0.0.4", "+15551230000", "+15550100003"))
+            ),
             "acme-bot"
         );
     }
@@ -390,7 +431,7 @@ mod tests {
     #[test]
     fn slots_number_agents_in_configuration_order() {
         let world = demo(DeniedSource::Drop);
-        let slots: Vec<(String, usize)> = ["sales", "support", "+15550100003"]
+        let slots: Vec<(String, u32)> = ["sales", "support", "+15550100003"]
             .iter()
             .map(|called| {
                 let source = if called.starts_with('+') {
@@ -399,7 +440,9 @@ mod tests {
                     "127.0.0.1"
                 };
                 match world.decide(&invite(source, "+15551230000", called)) {
-                    Admission::Forward { agent, slot, .. } => (agent.id.clone(), slot),
+                    Admission::Forward { slot } => {
+                        (world.agent(slot).expect("agent").1.id.clone(), slot)
+                    }
                     other => panic!("{other:?}"),
                 }
             })
@@ -414,6 +457,51 @@ mod tests {
         );
         let order: Vec<&str> = world.agents().map(|(_, a)| a.id.as_str()).collect();
         assert_eq!(order, ["sales", "support", "acme-bot"]);
+        let owners: Vec<Option<&str>> = (0..4)
+            .map(|slot| world.agent(slot).map(|(t, _)| t.id.as_str()))
+            .collect();
+        assert_eq!(owners, [Some("demo"), Some("demo"), Some("acme"), None]);
+    }
+
+    #[test]
+    fn tenants_without_agents_own_no_slot() {
+        let tenant = |id: &str, agents: &[&str]| Tenant {
+            id: id.into(),
+            access: vec![],
+            agents: agents
+                .iter()
+                .map(|name| Agent {
+                    number: None,
+                    ..agent(name, Some(name), "+15550100000", "sip:x@127.0.0.1")
+                })
+                .collect(),
+        };
+        let world = World::new(
+            vec![
+                tenant("empty", &[]),
+                tenant("a", &["a0", "a1"]),
+                tenant("also-empty", &[]),
+                tenant("b", &["b0"]),
+            ],
+            DeniedSource::Drop,
+        )
+        .expect("valid world");
+        let owners: Vec<Option<(&str, &str)>> = (0..4)
+            .map(|slot| {
+                world
+                    .agent(slot)
+                    .map(|(t, a)| (t.id.as_str(), a.id.as_str()))
+            })
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                Some(("a", "a0")),
+                Some(("a", "a1")),
+                Some(("b", "b0")),
+                None
+            ]
+        );
     }
 
     #[test]
@@ -431,21 +519,23 @@ mod tests {
     #[test]
     fn the_demo_agents_carry_their_headers_and_routes() {
         let world = demo(DeniedSource::Drop);
-        let Admission::Forward { agent, tenant, .. } =
+        let Admission::Forward { slot } =
             world.decide(&invite("127.0.0.1", "+15551230000", "sales"))
         else {
             panic!("not forwarded")
         };
-        assert_eq!(tenant, "demo");
+        let (tenant, agent) = world.agent(slot).expect("agent");
+        assert_eq!(tenant.id, "demo");
         assert_eq!(
             agent.dest_user.as_ref().map(DestUser::as_str),
             Some("sales.desk")
         );
-        let Admission::Forward { agent, .. } =
+        let Admission::Forward { slot } =
             world.decide(&invite("127.0.0.1", "+15551230000", "support"))
         else {
             panic!("not forwarded")
         };
+        let (_, agent) = world.agent(slot).expect("agent");
         let route = agent.route.as_ref().expect("route");
         assert_eq!(route.next_hop().1, 5091);
     }

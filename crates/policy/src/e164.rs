@@ -61,12 +61,9 @@ impl E164 {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
 
-impl FromStr for E164 {
-    type Err = E164Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+    /// Checks `s` without keeping it: what admission needs for every From user.
+    pub fn check(s: &str) -> Result<(), E164Error> {
         let digits = s.strip_prefix('+').ok_or(E164Error::MissingPlus)?;
         if let Some(bad) = digits.chars().find(|c| !c.is_ascii_digit()) {
             return Err(E164Error::NotADigit(bad));
@@ -77,8 +74,17 @@ impl FromStr for E164 {
         match digits.len() {
             n if n < MIN_DIGITS => Err(E164Error::TooShort),
             n if n > MAX_DIGITS => Err(E164Error::TooLong(n)),
-            _ => Ok(E164(s.to_owned())),
+            _ => Ok(()),
         }
+    }
+}
+
+impl FromStr for E164 {
+    type Err = E164Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::check(s)?;
+        Ok(E164(s.to_owned()))
     }
 }
 

@@ -22,7 +22,7 @@ use policy::admission::{Agent, Tenant};
 use sip_ingress::admission::host::PolicyEngine;
 use sip_ingress::admission::live::LivePolicy;
 use sip_ingress::admission::oracle::NativeRules;
-use sip_ingress::admission::{Admit, Facts, Transport, Verdict};
+use sip_ingress::admission::{Admit, Facts, Text, Transport, Verdict};
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
 use tokio::sync::watch;
@@ -128,17 +128,16 @@ impl Call {
                 2..=5 => (allowed, format!("agent{t}x{a}")),
                 _ => (allowed, format!("+1555{t:04}{a:03}")),
             };
-            Facts {
-                source: SocketAddr::new(source, 5070),
-                transport: Transport::Udp,
-                request_uri: format!("sip:{user}@192.0.2.10:5060"),
-                request_user: user.clone(),
-                from_user: "+15551230000".into(),
-                from_display_name: Some("PBX".into()),
-                to_user: user,
+            let request_uri = format!("sip:{user}@192.0.2.10:5060");
+            let text = Text {
+                request_uri: &request_uri,
+                request_user: &user,
+                from_user: "+15551230000",
+                from_display_name: Some("PBX"),
+                to_user: &user,
                 to_display_name: None,
-                headers: Vec::new(),
-            }
+            };
+            Facts::new(SocketAddr::new(source, 5070), Transport::Udp, text, [])
         }
     }
 }
@@ -174,17 +173,20 @@ fn demo_world(
     let (_publish, updates) = watch::channel(Arc::new(generation));
     let mut wasm = LivePolicy::new(updates, Arc::new(Metrics::default()));
     let mut native = NativeRules::new(&config).expect("native rules");
-    let facts = Facts {
-        source: "127.0.0.1:5070".parse().expect("address"),
-        transport: Transport::Udp,
-        request_uri: "sip:sales@127.0.0.1:5060".into(),
-        request_user: "sales".into(),
-        from_user: "+15551230000".into(),
-        from_display_name: Some("PBX".into()),
-        to_user: "sales".into(),
+    let text = Text {
+        request_uri: "sip:sales@127.0.0.1:5060",
+        request_user: "sales",
+        from_user: "+15551230000",
+        from_display_name: Some("PBX"),
+        to_user: "sales",
         to_display_name: None,
-        headers: Vec::new(),
     };
+    let facts = Facts::new(
+        "127.0.0.1:5070".parse().expect("address"),
+        Transport::Udp,
+        text,
+        [],
+    );
     let mut group = criterion.benchmark_group("demo");
     group.bench_function("wasmtime", |b| {
         b.iter_batched(|| facts.clone(), |f| wasm.decide(f), BatchSize::SmallInput)

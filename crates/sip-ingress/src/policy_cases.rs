@@ -25,7 +25,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::admission::live::{Generation, LivePolicy};
-use crate::admission::{self, Admit, Facts, Transport, Verdict};
+use crate::admission::{self, Admit, Facts, Text, Transport, Verdict};
 use crate::metrics::Metrics;
 use crate::sip::head::canonical_name;
 use crate::sip::uri;
@@ -163,24 +163,29 @@ fn facts(case: &Case) -> Facts {
     let (from_user, from_display_name) = admission::party(&case.from);
     let to = case.to.as_deref().unwrap_or(&case.request_uri);
     let (to_user, to_display_name) = admission::party(to);
-    Facts {
-        source: case.source,
-        transport: match case.transport {
-            RawTransport::Udp => Transport::Udp,
-            RawTransport::Tcp => Transport::Tcp,
-        },
-        request_uri: case.request_uri.clone(),
-        request_user: uri::user(&case.request_uri).unwrap_or_default().to_owned(),
+    let text = Text {
+        request_uri: &case.request_uri,
+        request_user: uri::user(&case.request_uri).unwrap_or_default(),
         from_user,
         from_display_name,
         to_user,
         to_display_name,
-        headers: case
-            .headers
-            .iter()
-            .map(|(name, value)| (canonical_name(name), value.clone()))
-            .collect(),
-    }
+    };
+    let headers: Vec<(String, &str)> = case
+        .headers
+        .iter()
+        .map(|(name, value)| (canonical_name(name), value.as_str()))
+        .collect();
+    let transport = match case.transport {
+        RawTransport::Udp => Transport::Udp,
+        RawTransport::Tcp => Transport::Tcp,
+    };
+    Facts::new(
+        case.source,
+        transport,
+        text,
+        headers.iter().map(|(name, value)| (name.as_str(), *value)),
+    )
 }
 
 /// Runs every case of `cases` (case-file text) against `generation`.

@@ -608,23 +608,20 @@ impl Proxy {
         let head = &request.head;
         let (from_user, from_display_name) = admission::party(value(head, "From"));
         let (to_user, to_display_name) = admission::party(value(head, "To"));
-        let headers = head
-            .fields
-            .iter()
-            .filter(|f| self.admission.wants_header(&f.name))
-            .map(|f| (f.name.clone(), f.value.clone()))
-            .collect();
-        Facts {
-            source,
-            transport,
-            request_uri: request.uri.clone(),
-            request_user: uri::user(&request.uri).unwrap_or_default().to_owned(),
+        let text = admission::Text {
+            request_uri: &request.uri,
+            request_user: uri::user(&request.uri).unwrap_or_default(),
             from_user,
             from_display_name,
             to_user,
             to_display_name,
-            headers,
-        }
+        };
+        let headers = head
+            .fields
+            .iter()
+            .filter(|f| self.admission.wants_header(&f.name))
+            .map(|f| (f.name.as_str(), f.value.as_str()));
+        Facts::new(source, transport, text, headers)
     }
 
     fn on_invite(
@@ -678,13 +675,13 @@ impl Proxy {
             );
             return (out, Event::Refused("overloaded".into()));
         }
-        let hop = forward.next_hop;
+        let hop = &forward.next_hop;
         let branch = self.branch_for(head, source);
         let edits = Edits {
             request_uri: Some(forward.agent_uri.clone()),
             via: self.our_via(hop.transport, &branch),
             record_route: Some(self.record_route(transport, hop.transport)),
-            headers: forward.headers,
+            headers: forward.headers.clone(),
             consume_route: 0,
             source: Some(source),
         };
@@ -692,7 +689,7 @@ impl Proxy {
         let prepared = Prepared {
             key,
             branch,
-            request_uri: forward.agent_uri,
+            request_uri: forward.agent_uri.clone(),
             forwarded: forward::forward(bytes, request, &edits),
             trying: trying.clone(),
             timeout: response::build(head, 408, &[]),
@@ -712,7 +709,7 @@ impl Proxy {
             Err(_) => match self.names.get(&hop.host).filter(|r| r.until > now) {
                 Some(resolution) => reachable(self.local, &resolution.addresses, hop.transport),
                 None => {
-                    self.await_name(hop.host, hop.port, prepared, head, now);
+                    self.await_name(hop.host.clone(), hop.port, prepared, head, now);
                     return (vec![trying], Event::AwaitingName);
                 }
             },

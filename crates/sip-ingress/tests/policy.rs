@@ -13,7 +13,7 @@ use policy::admission::DeniedSource;
 use sip_ingress::admission::host::{PolicyEngine, PolicyError};
 use sip_ingress::admission::live::{Generation, LivePolicy, POLICY_FAILURE};
 use sip_ingress::admission::oracle::NativeRules;
-use sip_ingress::admission::{Admit, Facts, Transport, Verdict};
+use sip_ingress::admission::{Admit, Facts, Text, Transport, Verdict};
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
 use sip_ingress::reload;
@@ -51,17 +51,21 @@ fn live(config: &Config) -> (LivePolicy, Arc<Metrics>) {
 }
 
 fn facts(source: &str, from: &str, called: &str) -> Facts {
-    Facts {
-        source: SocketAddr::new(source.parse().expect("ip"), 5070),
-        transport: Transport::Udp,
-        request_uri: format!("sip:{called}@127.0.0.1:5060"),
-        request_user: called.into(),
-        from_user: from.into(),
-        from_display_name: Some("PBX".into()),
-        to_user: called.into(),
+    let request_uri = format!("sip:{called}@127.0.0.1:5060");
+    let text = Text {
+        request_uri: &request_uri,
+        request_user: called,
+        from_user: from,
+        from_display_name: Some("PBX"),
+        to_user: called,
         to_display_name: None,
-        headers: Vec::new(),
-    }
+    };
+    Facts::new(
+        SocketAddr::new(source.parse().expect("ip"), 5070),
+        Transport::Udp,
+        text,
+        [],
+    )
 }
 
 /// A verdict in a line, for the few checks that need only its gist.
@@ -214,7 +218,7 @@ fn a_misbehaving_policy_fails_closed_and_is_replaced() {
         let config = config(extra, "misbehaving_policy.wasm");
         let (mut policy, metrics) = live(&config);
         let served = facts("127.0.0.1", "+15551230000", "sales");
-        for fault in ["trap", "spin", "hog", "forge", "trap"] {
+        for fault in ["trap", "spin", "hog", "forge", "stray", "trap"] {
             assert_eq!(
                 policy.decide(facts("127.0.0.1", "+15551230000", fault)),
                 Verdict::Reject {
@@ -234,7 +238,7 @@ fn a_misbehaving_policy_fails_closed_and_is_replaced() {
         for line in [
             "sip_ingress_policy_failures_total{kind=\"trap\"} 3",
             "sip_ingress_policy_failures_total{kind=\"deadline\"} 1",
-            "sip_ingress_policy_failures_total{kind=\"invalid_verdict\"} 1",
+            "sip_ingress_policy_failures_total{kind=\"invalid_verdict\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
@@ -262,6 +266,16 @@ fn broken_modules_and_configurations_are_refused() {
     let error = reload::build(&engine, &refusing).err().expect("refused");
     assert!(
         error.contains("refused the configuration: fail_load is set"),
+        "{error}"
+    );
+    // Forwards prepared at load are checked as a per-call forward is, and refuse the load.
+    let forging = config(
+        "[policy.settings]\nforge_load = \"yes\"\n",
+        "misbehaving_policy.wasm",
+    );
+    let error = reload::build(&engine, &forging).err().expect("refused");
+    assert!(
+        error.contains("prepared forward 3: header Via may not be set by a policy"),
         "{error}"
     );
 

@@ -5,7 +5,8 @@
 //! compiled once into a [`CompiledPolicy`] (the machine code cached on disk, keyed by the
 //! module's SHA-256 and the engine's compatibility hash, so a restart or a reload of the same
 //! module does not compile again). A [`PolicyInstance`] is one store with its instance, loaded
-//! with a configuration snapshot and reused for every decision of a proxy core.
+//! with a configuration snapshot and reused for every decision of a proxy core; it keeps the
+//! forwards the policy prepared at load, checked once, which its decisions name by index.
 //!
 //! Policies are sandboxed: they get no imports but a random seed (any other WASI function a
 //! module imports traps when called), each call has a deadline, and each store a memory limit. A call that traps or
@@ -24,7 +25,7 @@ use wasmtime::{
     StoreLimitsBuilder, Trap,
 };
 
-use super::{Facts, Verdict};
+use super::{Facts, Forward, Verdict};
 
 #[allow(missing_docs)]
 mod bindings {
@@ -65,7 +66,7 @@ pub enum PolicyError {
     Deadline,
     /// A call trapped (a panic, an out-of-bounds access, memory exhausted, a WASI call...).
     Trap(String),
-    /// It returned a verdict the ingress cannot act on.
+    /// It returned a verdict (or prepared a forward) the ingress cannot act on.
     Invalid(String),
 }
 
@@ -91,7 +92,7 @@ impl std::fmt::Display for PolicyError {
             PolicyError::Refused(e) => write!(f, "the policy refused the configuration: {e}"),
             PolicyError::Deadline => f.write_str("the policy ran past its deadline"),
             PolicyError::Trap(e) => write!(f, "the policy trapped: {e}"),
-            PolicyError::Invalid(e) => write!(f, "the policy returned an invalid verdict: {e}"),
+            PolicyError::Invalid(e) => write!(f, "the policy's answer cannot be acted on: {e}"),
         }
     }
 }
@@ -323,15 +324,26 @@ impl CompiledPolicy {
             .pre
             .instantiate(&mut store)
             .map_err(|e| PolicyError::Instantiate(format!("{e:#}")))?;
-        match bindings.call_load(&mut store, snapshot) {
-            Ok(Ok(())) => Ok(PolicyInstance {
-                store,
-                bindings,
-                deadline: ticks(limits.deadline),
-            }),
-            Ok(Err(refusal)) => Err(PolicyError::Refused(refusal)),
-            Err(e) => Err(call_error(e)),
-        }
+        let prepared = match bindings.call_load(&mut store, snapshot) {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(refusal)) => return Err(PolicyError::Refused(refusal)),
+            Err(e) => return Err(call_error(e)),
+        };
+        let prepared = prepared
+            .into_iter()
+            .enumerate()
+            .map(|(index, forward)| {
+                Forward::from_wit(forward)
+                    .map(Arc::new)
+                    .map_err(|e| PolicyError::Invalid(format!("prepared forward {index}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(PolicyInstance {
+            store,
+            bindings,
+            deadline: ticks(limits.deadline),
+            prepared,
+        })
     }
 }
 
@@ -347,6 +359,8 @@ pub struct PolicyInstance {
     store: Store<StoreState>,
     bindings: IngressPolicy,
     deadline: u64,
+    /// The forwards `load` returned, checked, by index.
+    prepared: Vec<Arc<Forward>>,
 }
 
 impl PolicyInstance {
@@ -357,6 +371,6 @@ impl PolicyInstance {
             .bindings
             .call_decide(&mut self.store, &facts.into_wit())
             .map_err(call_error)?;
-        Verdict::from_wit(verdict).map_err(PolicyError::Invalid)
+        Verdict::from_wit(verdict, &self.prepared).map_err(PolicyError::Invalid)
     }
 }

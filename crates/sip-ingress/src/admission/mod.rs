@@ -18,6 +18,7 @@ pub mod oracle;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use policy::admission::{DeniedSource, Tenant};
 
@@ -48,27 +49,141 @@ impl Transport {
     }
 }
 
+/// The text facts of an INVITE, borrowed from the request, to build [`Facts`] with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Text<'a> {
+    /// The Request-URI.
+    pub request_uri: &'a str,
+    /// The Request-URI's user part (empty when there is none).
+    pub request_user: &'a str,
+    /// The From URI's user part.
+    pub from_user: &'a str,
+    /// The From display name, unquoted.
+    pub from_display_name: Option<&'a str>,
+    /// The To URI's user part.
+    pub to_user: &'a str,
+    /// The To display name, unquoted.
+    pub to_display_name: Option<&'a str>,
+}
+
 /// The facts of one initial INVITE that a policy decides on.
+///
+/// Kept as the policy receives them (the WIT `invite`): the text facts one after the other in
+/// one string, then the selected header fields as `Name: value` CRLF lines, so a decision
+/// copies one string into the policy's memory instead of one per fact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
+    source: SocketAddr,
+    transport: Transport,
+    text: String,
+    /// Where the Request-URI, its user, the From user, the From display name, the To user and
+    /// the To display name end in `text`.
+    ends: [u32; 6],
+    from_display_name: bool,
+    to_display_name: bool,
+}
+
+impl Facts {
+    /// The facts of an INVITE from `source` over `transport`, with the header fields the
+    /// configuration selects (`[policy] headers`), in received order. A line break in a value
+    /// becomes a space, as in unfolding.
+    pub fn new<'h>(
+        source: SocketAddr,
+        transport: Transport,
+        text: Text<'_>,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    ) -> Self {
+        let facts = [
+            text.request_uri,
+            text.request_user,
+            text.from_user,
+            text.from_display_name.unwrap_or_default(),
+            text.to_user,
+            text.to_display_name.unwrap_or_default(),
+        ];
+        let mut packed = String::with_capacity(facts.iter().map(|f| f.len()).sum::<usize>() + 64);
+        let mut ends = [0; 6];
+        for (fact, end) in facts.iter().zip(&mut ends) {
+            packed.push_str(fact);
+            // A SIP message is far smaller than 4 GiB; saturating keeps an impossible one
+            // from wrapping.
+            *end = u32::try_from(packed.len()).unwrap_or(u32::MAX);
+        }
+        for (name, value) in headers {
+            packed.push_str(name);
+            packed.push_str(": ");
+            packed.extend(
+                value
+                    .chars()
+                    .map(|c| if c == '\r' || c == '\n' { ' ' } else { c }),
+            );
+            packed.push_str("\r\n");
+        }
+        Self {
+            source,
+            transport,
+            text: packed,
+            ends,
+            from_display_name: text.from_display_name.is_some(),
+            to_display_name: text.to_display_name.is_some(),
+        }
+    }
+
+    fn fact(&self, index: usize) -> &str {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        self.text
+            .get(start as usize..self.ends[index] as usize)
+            .unwrap_or_default()
+    }
+
     /// Where the INVITE came from.
-    pub source: SocketAddr,
+    pub fn source(&self) -> SocketAddr {
+        self.source
+    }
+
     /// How it came.
-    pub transport: Transport,
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
     /// Its Request-URI.
-    pub request_uri: String,
+    pub fn request_uri(&self) -> &str {
+        self.fact(0)
+    }
+
     /// The Request-URI's user part (empty when there is none).
-    pub request_user: String,
+    pub fn request_user(&self) -> &str {
+        self.fact(1)
+    }
+
     /// The From URI's user part.
-    pub from_user: String,
+    pub fn from_user(&self) -> &str {
+        self.fact(2)
+    }
+
     /// The From display name, unquoted.
-    pub from_display_name: Option<String>,
+    pub fn from_display_name(&self) -> Option<&str> {
+        self.from_display_name.then(|| self.fact(3))
+    }
+
     /// The To URI's user part.
-    pub to_user: String,
+    pub fn to_user(&self) -> &str {
+        self.fact(4)
+    }
+
     /// The To display name, unquoted.
-    pub to_display_name: Option<String>,
-    /// The header fields the configuration selects (`[policy] headers`), in received order.
-    pub headers: Vec<(String, String)>,
+    pub fn to_display_name(&self) -> Option<&str> {
+        self.to_display_name.then(|| self.fact(5))
+    }
+
+    /// The selected header fields, in received order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.text
+            .get(self.ends[5] as usize..)
+            .unwrap_or_default()
+            .split_terminator("\r\n")
+            .filter_map(|field| field.split_once(": "))
+    }
 }
 
 /// Where a forwarded INVITE goes.
@@ -100,8 +215,8 @@ pub struct Forward {
 /// A policy's decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Forward the INVITE.
-    Forward(Forward),
+    /// Forward the INVITE (forwards are shared: a policy prepares one per agent at load).
+    Forward(Arc<Forward>),
     /// Answer with `code`.
     Reject {
         /// 400 to 699.
@@ -131,10 +246,10 @@ pub trait Admit: Send {
 }
 
 /// The user part and display name of a From or To value.
-pub fn party(value: &str) -> (String, Option<String>) {
+pub fn party(value: &str) -> (&str, Option<&str>) {
     (
-        uri::user(uri::uri_of(value)).unwrap_or_default().to_owned(),
-        uri::display_name(value).map(str::to_owned),
+        uri::user(uri::uri_of(value)).unwrap_or_default(),
+        uri::display_name(value),
     )
 }
 
@@ -180,24 +295,47 @@ fn wit_transport(transport: Transport) -> wit::Transport {
     }
 }
 
+fn wit_address(address: IpAddr) -> wit::IpAddress {
+    match address {
+        IpAddr::V4(v4) => wit::IpAddress::Ipv4(v4.to_bits()),
+        IpAddr::V6(v6) => {
+            let bits = v6.to_bits();
+            // The halves of the 128 bits: truncation is the point.
+            wit::IpAddress::Ipv6(((bits >> 64) as u64, bits as u64))
+        }
+    }
+}
+
 impl Facts {
     /// The facts in the component's types.
     pub(crate) fn into_wit(self) -> wit::Invite {
+        let mut present = wit::Present::empty();
+        if self.from_display_name {
+            present |= wit::Present::FROM_DISPLAY_NAME;
+        }
+        if self.to_display_name {
+            present |= wit::Present::TO_DISPLAY_NAME;
+        }
+        let [
+            request_uri_end,
+            request_user_end,
+            from_user_end,
+            from_display_name_end,
+            to_user_end,
+            to_display_name_end,
+        ] = self.ends;
         wit::Invite {
-            source_address: self.source.ip().to_string(),
+            source_address: wit_address(self.source.ip()),
             source_port: self.source.port(),
             transport: wit_transport(self.transport),
-            request_uri: self.request_uri,
-            request_user: self.request_user,
-            from_user: self.from_user,
-            from_display_name: self.from_display_name,
-            to_user: self.to_user,
-            to_display_name: self.to_display_name,
-            headers: self
-                .headers
-                .into_iter()
-                .map(|(name, value)| wit::Header { name, value })
-                .collect(),
+            text: self.text,
+            request_uri_end,
+            request_user_end,
+            from_user_end,
+            from_display_name_end,
+            to_user_end,
+            to_display_name_end,
+            present,
         }
     }
 }
@@ -269,37 +407,58 @@ fn check_uri(uri: &str) -> Result<(), String> {
     }
 }
 
+impl Forward {
+    /// The ingress's forward for a component's, or why it cannot be acted on.
+    pub(crate) fn from_wit(forward: wit::Forward) -> Result<Self, String> {
+        check_uri(&forward.agent_uri)?;
+        let hop = forward.next_hop;
+        if hop.host.is_empty() || hop.port == 0 {
+            return Err(format!(
+                "next hop {}:{} is not an address",
+                hop.host, hop.port
+            ));
+        }
+        Ok(Forward {
+            tenant: forward.tenant,
+            agent_id: forward.agent_id,
+            agent_uri: forward.agent_uri,
+            next_hop: NextHop {
+                host: hop.host,
+                port: hop.port,
+                transport: match hop.transport {
+                    wit::Transport::Udp => Transport::Udp,
+                    wit::Transport::Tcp => Transport::Tcp,
+                },
+            },
+            headers: forward
+                .headers
+                .into_iter()
+                .map(check_header)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 impl Verdict {
-    /// The ingress's verdict for a component's, or why it cannot be acted on.
-    pub(crate) fn from_wit(verdict: wit::Verdict) -> Result<Self, String> {
+    /// The ingress's verdict for a component's, or why it cannot be acted on; `prepared` are
+    /// the forwards the policy's `load` returned, already checked.
+    pub(crate) fn from_wit(
+        verdict: wit::Verdict,
+        prepared: &[Arc<Forward>],
+    ) -> Result<Self, String> {
         match verdict {
+            wit::Verdict::Prepared(index) => usize::try_from(index)
+                .ok()
+                .and_then(|index| prepared.get(index))
+                .map(|forward| Verdict::Forward(Arc::clone(forward)))
+                .ok_or_else(|| {
+                    format!(
+                        "prepared forward {index} does not exist ({} were prepared)",
+                        prepared.len()
+                    )
+                }),
             wit::Verdict::Forward(forward) => {
-                check_uri(&forward.agent_uri)?;
-                let hop = forward.next_hop;
-                if hop.host.is_empty() || hop.port == 0 {
-                    return Err(format!(
-                        "next hop {}:{} is not an address",
-                        hop.host, hop.port
-                    ));
-                }
-                Ok(Verdict::Forward(Forward {
-                    tenant: forward.tenant,
-                    agent_id: forward.agent_id,
-                    agent_uri: forward.agent_uri,
-                    next_hop: NextHop {
-                        host: hop.host,
-                        port: hop.port,
-                        transport: match hop.transport {
-                            wit::Transport::Udp => Transport::Udp,
-                            wit::Transport::Tcp => Transport::Tcp,
-                        },
-                    },
-                    headers: forward
-                        .headers
-                        .into_iter()
-                        .map(check_header)
-                        .collect::<Result<_, _>>()?,
-                }))
+                Ok(Verdict::Forward(Arc::new(Forward::from_wit(forward)?)))
             }
             wit::Verdict::Reject(reject) => {
                 if !(400..=699).contains(&reject.code) {
@@ -320,6 +479,64 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn facts_travel_in_one_string_and_read_back() {
+        let text = Text {
+            request_uri: "sip:sales@192.0.2.10",
+            request_user: "sales",
+            from_user: "+15551230000",
+            from_display_name: Some("PBX \u{e9}"),
+            to_user: "sales",
+            to_display_name: Some(""),
+        };
+        let facts = Facts::new(
+            "[2001:db8::1]:5070".parse().expect("address"),
+            Transport::Tcp,
+            text,
+            [("X-Case", "one"), ("X-Broken", "a\r\nVia: b")],
+        );
+        let read = Text {
+            request_uri: facts.request_uri(),
+            request_user: facts.request_user(),
+            from_user: facts.from_user(),
+            from_display_name: facts.from_display_name(),
+            to_user: facts.to_user(),
+            to_display_name: facts.to_display_name(),
+        };
+        assert_eq!(read, text);
+        let headers: Vec<_> = facts.headers().collect();
+        assert_eq!(headers, [("X-Case", "one"), ("X-Broken", "a  Via: b")]);
+
+        let wit = facts.clone().into_wit();
+        assert!(matches!(
+            wit.source_address,
+            wit::IpAddress::Ipv6((0x2001_0db8_0000_0000, 1))
+        ));
+        assert_eq!(wit.source_port, 5070);
+        assert_eq!(wit.present, wit::Present::all());
+        assert_eq!(
+            &wit.text[wit.from_user_end as usize..wit.from_display_name_end as usize],
+            "PBX \u{e9}"
+        );
+
+        let bare = Facts::new(
+            "192.0.2.1:5060".parse().expect("address"),
+            Transport::Udp,
+            Text::default(),
+            [],
+        );
+        assert_eq!(
+            (bare.from_display_name(), bare.to_display_name()),
+            (None, None)
+        );
+        let wit = bare.into_wit();
+        assert!(matches!(
+            wit.source_address,
+            wit::IpAddress::Ipv4(0xc000_0201)
+        ));
+        assert_eq!(wit.present, wit::Present::empty());
+    }
 
     fn forward(headers: Vec<(&str, &str)>) -> wit::Verdict {
         wit::Verdict::Forward(wit::Forward {
@@ -343,7 +560,7 @@ mod tests {
 
     #[test]
     fn policies_may_add_headers_but_not_transaction_ones() {
-        let verdict = Verdict::from_wit(forward(vec![("x-dest-user", "sales.desk")]));
+        let verdict = Verdict::from_wit(forward(vec![("x-dest-user", "sales.desk")]), &[]);
         let Ok(Verdict::Forward(forward_to)) = verdict else {
             panic!("{verdict:?}")
         };
@@ -360,7 +577,7 @@ mod tests {
             ("", "x"),
         ] {
             assert!(
-                Verdict::from_wit(forward(vec![(name, value)])).is_err(),
+                Verdict::from_wit(forward(vec![(name, value)]), &[]).is_err(),
                 "{name}: {value:?}"
             );
         }
@@ -369,10 +586,13 @@ mod tests {
     #[test]
     fn codes_and_reasons_are_checked() {
         let reject = |code, reason: &str| {
-            Verdict::from_wit(wit::Verdict::Reject(wit::Reject {
-                code,
-                reason: reason.into(),
-            }))
+            Verdict::from_wit(
+                wit::Verdict::Reject(wit::Reject {
+                    code,
+                    reason: reason.into(),
+                }),
+                &[],
+            )
         };
         assert!(reject(404, "unknown_agent").is_ok());
         for (code, reason) in [
@@ -384,7 +604,21 @@ mod tests {
         ] {
             assert!(reject(code, reason).is_err(), "{code} {reason}");
         }
-        assert!(Verdict::from_wit(wit::Verdict::Drop("x".repeat(41))).is_err());
+        assert!(Verdict::from_wit(wit::Verdict::Drop("x".repeat(41)), &[]).is_err());
+    }
+
+    #[test]
+    fn prepared_forwards_are_named_by_index() {
+        let wit::Verdict::Forward(sales) = forward(vec![]) else {
+            unreachable!("forward() builds a forward")
+        };
+        let prepared = [Arc::new(Forward::from_wit(sales).expect("valid forward"))];
+        assert_eq!(
+            Verdict::from_wit(wit::Verdict::Prepared(0), &prepared),
+            Ok(Verdict::Forward(Arc::clone(&prepared[0])))
+        );
+        let stray = Verdict::from_wit(wit::Verdict::Prepared(1), &prepared);
+        assert!(stray.is_err_and(|e| e.contains("prepared forward 1 does not exist")));
     }
 
     #[test]

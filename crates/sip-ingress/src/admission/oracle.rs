@@ -3,6 +3,7 @@
 //! itself always decides through the wasm policy.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use policy::admission::{Admission, Agent, Invite, World};
 use policy::{Host, RouteTransport};
@@ -14,14 +15,22 @@ use crate::sip::uri;
 /// The native rules over a configuration's tenants.
 pub struct NativeRules {
     world: World,
+    /// The forward to each agent, by slot, as the wasm policy prepares them.
+    forwards: Vec<Arc<Forward>>,
     headers: Vec<String>,
 }
 
 impl NativeRules {
     /// The rules of `config`.
     pub fn new(config: &Config) -> Result<Self, String> {
+        let world = World::new(config.tenants.clone(), config.denied).map_err(|e| e.to_string())?;
+        let forwards = world
+            .agents()
+            .map(|(tenant, agent)| forward(&tenant.id, agent).map(Arc::new))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
-            world: World::new(config.tenants.clone(), config.denied).map_err(|e| e.to_string())?,
+            world,
+            forwards,
             headers: config.policy.headers.clone(),
         })
     }
@@ -41,7 +50,7 @@ fn hop_host(host: &Host) -> String {
     }
 }
 
-fn forward(tenant: &str, agent: &Agent) -> Verdict {
+fn forward(tenant: &str, agent: &Agent) -> Result<Forward, String> {
     let mut headers = Vec::new();
     let next_hop = match &agent.route {
         Some(route) => {
@@ -65,10 +74,10 @@ fn forward(tenant: &str, agent: &Agent) -> Verdict {
         }
         None => {
             let Some(target) = uri::host_port(&agent.uri) else {
-                return Verdict::Reject {
-                    code: 503,
-                    reason: "agent_unreachable".into(),
-                };
+                return Err(format!(
+                    "tenant {tenant} agent {} uri {:?}: not a sip: URI with a host",
+                    agent.id, agent.uri
+                ));
             };
             let tcp =
                 uri::param(&agent.uri, "transport").is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
@@ -82,7 +91,7 @@ fn forward(tenant: &str, agent: &Agent) -> Verdict {
     if let Some(user) = &agent.dest_user {
         headers.push(("X-Dest-User".to_owned(), user.as_str().to_owned()));
     }
-    Verdict::Forward(Forward {
+    Ok(Forward {
         tenant: tenant.to_owned(),
         agent_id: agent.id.clone(),
         agent_uri: agent.uri.clone(),
@@ -94,12 +103,14 @@ fn forward(tenant: &str, agent: &Agent) -> Verdict {
 impl Admit for NativeRules {
     fn decide(&mut self, facts: Facts) -> Verdict {
         let invite = Invite {
-            source: facts.source.ip(),
-            from_user: &facts.from_user,
-            request_user: &facts.request_user,
+            source: facts.source().ip(),
+            from_user: facts.from_user(),
+            request_user: facts.request_user(),
         };
         match self.world.decide(&invite) {
-            Admission::Forward { tenant, agent, .. } => forward(tenant, agent),
+            Admission::Forward { slot } => {
+                Verdict::Forward(Arc::clone(&self.forwards[slot as usize]))
+            }
             Admission::Reject { code, reason } => Verdict::Reject {
                 code,
                 reason: reason.into(),
