@@ -15,7 +15,12 @@
 //! clock.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+
+use foldhash::SharedSeed;
+use foldhash::fast::SeedableRandomState;
 
 use crate::access_list::{AccessEntry, AccessList};
 use crate::dest_user::DestUser;
@@ -123,8 +128,11 @@ pub struct World {
     tenants: Vec<Tenant>,
     access: Vec<AccessList>,
     any_access: AccessList,
-    /// Username or number -> the agent's tenant, place in its tenant, and slot.
-    agents: HashMap<String, Called>,
+    /// Username or number -> the agent's tenant, place in its tenant, and slot. Hashed with
+    /// foldhash, several times faster than the standard SipHash on short names: callers only
+    /// look names up in this table, which the operator's configuration fills, so they cannot
+    /// lengthen its probe sequences; the seed is random all the same.
+    agents: HashMap<String, Called, SeedableRandomState>,
     /// The slot of each tenant's first agent.
     first_slot: Vec<u32>,
     denied: DeniedSource,
@@ -152,7 +160,11 @@ impl World {
                 Some(first)
             })
             .collect();
-        let mut agents = HashMap::new();
+        let seed = RandomState::new().build_hasher().finish();
+        let mut agents = HashMap::with_hasher(SeedableRandomState::with_seed(
+            seed,
+            SharedSeed::global_fixed(),
+        ));
         for (t, tenant) in tenants.iter().enumerate() {
             for (a, agent) in tenant.agents.iter().enumerate() {
                 let called = Called {

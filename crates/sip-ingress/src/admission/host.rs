@@ -334,7 +334,6 @@ impl CompiledPolicy {
             .enumerate()
             .map(|(index, forward)| {
                 Forward::from_wit(forward)
-                    .map(Arc::new)
                     .map_err(|e| PolicyError::Invalid(format!("prepared forward {index}: {e}")))
             })
             .collect::<Result<_, _>>()?;
@@ -360,7 +359,7 @@ pub struct PolicyInstance {
     bindings: IngressPolicy,
     deadline: u64,
     /// The forwards `load` returned, checked, by index.
-    prepared: Vec<Arc<Forward>>,
+    prepared: Arc<[Forward]>,
 }
 
 impl PolicyInstance {

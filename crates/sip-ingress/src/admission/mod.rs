@@ -212,11 +212,61 @@ pub struct Forward {
     pub headers: Vec<(String, String)>,
 }
 
+/// One of a list of forwards shared by every verdict naming it: a policy prepares one forward
+/// per agent at load, and a decision costs a reference count on the list, not on the agent's
+/// forward, which the decision need not read.
+#[derive(Clone)]
+pub struct ForwardRef {
+    list: Arc<[Forward]>,
+    index: usize,
+}
+
+impl ForwardRef {
+    /// The forward at `index` of `list`, if there is one.
+    pub fn new(list: &Arc<[Forward]>, index: usize) -> Option<Self> {
+        (index < list.len()).then(|| Self {
+            list: Arc::clone(list),
+            index,
+        })
+    }
+}
+
+impl From<Forward> for ForwardRef {
+    fn from(forward: Forward) -> Self {
+        Self {
+            list: Arc::new([forward]),
+            index: 0,
+        }
+    }
+}
+
+impl std::ops::Deref for ForwardRef {
+    type Target = Forward;
+
+    fn deref(&self) -> &Forward {
+        &self.list[self.index]
+    }
+}
+
+impl std::fmt::Debug for ForwardRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Forward::fmt(self, f)
+    }
+}
+
+impl PartialEq for ForwardRef {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for ForwardRef {}
+
 /// A policy's decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Forward the INVITE (forwards are shared: a policy prepares one per agent at load).
-    Forward(Arc<Forward>),
+    /// Forward the INVITE.
+    Forward(ForwardRef),
     /// Answer with `code`.
     Reject {
         /// 400 to 699.
@@ -444,13 +494,13 @@ impl Verdict {
     /// the forwards the policy's `load` returned, already checked.
     pub(crate) fn from_wit(
         verdict: wit::Verdict,
-        prepared: &[Arc<Forward>],
+        prepared: &Arc<[Forward]>,
     ) -> Result<Self, String> {
         match verdict {
             wit::Verdict::Prepared(index) => usize::try_from(index)
                 .ok()
-                .and_then(|index| prepared.get(index))
-                .map(|forward| Verdict::Forward(Arc::clone(forward)))
+                .and_then(|index| ForwardRef::new(prepared, index))
+                .map(Verdict::Forward)
                 .ok_or_else(|| {
                     format!(
                         "prepared forward {index} does not exist ({} were prepared)",
@@ -458,7 +508,7 @@ impl Verdict {
                     )
                 }),
             wit::Verdict::Forward(forward) => {
-                Ok(Verdict::Forward(Arc::new(Forward::from_wit(forward)?)))
+                Ok(Verdict::Forward(Forward::from_wit(forward)?.into()))
             }
             wit::Verdict::Reject(reject) => {
                 if !(400..=699).contains(&reject.code) {
@@ -479,6 +529,10 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nothing_prepared() -> Arc<[Forward]> {
+        Arc::new([])
+    }
 
     #[test]
     fn facts_travel_in_one_string_and_read_back() {
@@ -560,7 +614,10 @@ mod tests {
 
     #[test]
     fn policies_may_add_headers_but_not_transaction_ones() {
-        let verdict = Verdict::from_wit(forward(vec![("x-dest-user", "sales.desk")]), &[]);
+        let verdict = Verdict::from_wit(
+            forward(vec![("x-dest-user", "sales.desk")]),
+            &nothing_prepared(),
+        );
         let Ok(Verdict::Forward(forward_to)) = verdict else {
             panic!("{verdict:?}")
         };
@@ -577,7 +634,7 @@ mod tests {
             ("", "x"),
         ] {
             assert!(
-                Verdict::from_wit(forward(vec![(name, value)]), &[]).is_err(),
+                Verdict::from_wit(forward(vec![(name, value)]), &nothing_prepared()).is_err(),
                 "{name}: {value:?}"
             );
         }
@@ -591,7 +648,7 @@ mod tests {
                     code,
                     reason: reason.into(),
                 }),
-                &[],
+                &nothing_prepared(),
             )
         };
         assert!(reject(404, "unknown_agent").is_ok());
@@ -604,7 +661,9 @@ mod tests {
         ] {
             assert!(reject(code, reason).is_err(), "{code} {reason}");
         }
-        assert!(Verdict::from_wit(wit::Verdict::Drop("x".repeat(41)), &[]).is_err());
+        assert!(
+            Verdict::from_wit(wit::Verdict::Drop("x".repeat(41)), &nothing_prepared()).is_err()
+        );
     }
 
     #[test]
@@ -612,11 +671,12 @@ mod tests {
         let wit::Verdict::Forward(sales) = forward(vec![]) else {
             unreachable!("forward() builds a forward")
         };
-        let prepared = [Arc::new(Forward::from_wit(sales).expect("valid forward"))];
-        assert_eq!(
-            Verdict::from_wit(wit::Verdict::Prepared(0), &prepared),
-            Ok(Verdict::Forward(Arc::clone(&prepared[0])))
-        );
+        let prepared: Arc<[Forward]> = Arc::new([Forward::from_wit(sales).expect("valid forward")]);
+        let Ok(Verdict::Forward(forward)) = Verdict::from_wit(wit::Verdict::Prepared(0), &prepared)
+        else {
+            panic!("not forwarded")
+        };
+        assert_eq!(*forward, prepared[0]);
         let stray = Verdict::from_wit(wit::Verdict::Prepared(1), &prepared);
         assert!(stray.is_err_and(|e| e.contains("prepared forward 1 does not exist")));
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use policy::admission::{Admission, Agent, Invite, World};
 use policy::{Host, RouteTransport};
 
-use super::{Admit, Facts, Forward, NextHop, Transport, Verdict};
+use super::{Admit, Facts, Forward, ForwardRef, NextHop, Transport, Verdict};
 use crate::config::Config;
 use crate::sip::uri;
 
@@ -16,7 +16,7 @@ use crate::sip::uri;
 pub struct NativeRules {
     world: World,
     /// The forward to each agent, by slot, as the wasm policy prepares them.
-    forwards: Vec<Arc<Forward>>,
+    forwards: Arc<[Forward]>,
     headers: Vec<String>,
 }
 
@@ -26,7 +26,7 @@ impl NativeRules {
         let world = World::new(config.tenants.clone(), config.denied).map_err(|e| e.to_string())?;
         let forwards = world
             .agents()
-            .map(|(tenant, agent)| forward(&tenant.id, agent).map(Arc::new))
+            .map(|(tenant, agent)| forward(&tenant.id, agent))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             world,
@@ -108,9 +108,10 @@ impl Admit for NativeRules {
             request_user: facts.request_user(),
         };
         match self.world.decide(&invite) {
-            Admission::Forward { slot } => {
-                Verdict::Forward(Arc::clone(&self.forwards[slot as usize]))
-            }
+            Admission::Forward { slot } => match ForwardRef::new(&self.forwards, slot as usize) {
+                Some(forward) => Verdict::Forward(forward),
+                None => unreachable!("the world's slots index its agents"),
+            },
             Admission::Reject { code, reason } => Verdict::Reject {
                 code,
                 reason: reason.into(),
