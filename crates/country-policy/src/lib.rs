@@ -22,9 +22,12 @@
 //! crates/country-policy/country.toml crates/country-policy/cases.toml`.
 
 use ingress_policy::bindings::trunkguard::ingress_policy::types::{
-    Forward, Invite, Reject, Snapshot, Verdict,
+    Invite, Prepared, Snapshot, Verdict,
 };
 use ingress_policy::{Guest, Rules};
+
+/// The reason of this policy's refusals.
+const REFUSED: &str = "country_not_allowed";
 
 /// The setting naming the prefixes for every tenant; `allowed_prefixes.<tenant>` overrides it.
 const SETTING: &str = "allowed_prefixes";
@@ -58,7 +61,7 @@ fn prefixes(rules: &Rules, tenant: &str) -> Vec<String> {
 pub struct CountryPolicy;
 
 impl Guest for CountryPolicy {
-    fn load(snapshot: Snapshot) -> Result<Vec<Forward>, String> {
+    fn load(snapshot: Snapshot) -> Result<Prepared, String> {
         let mut configured = false;
         for (key, value) in &snapshot.settings {
             if key == SETTING || key.starts_with(&format!("{SETTING}.")) {
@@ -71,26 +74,23 @@ impl Guest for CountryPolicy {
         if !configured {
             return Err(format!("settings: {SETTING} is required"));
         }
-        let rules = Rules::load(snapshot)?;
-        let forwards = rules.forwards()?;
+        let rules = Rules::load(snapshot)?.with_reasons(&[REFUSED]);
+        let prepared = rules.prepare()?;
         ingress_policy::keep(rules);
-        Ok(forwards)
+        Ok(prepared)
     }
 
     fn decide(invite: Invite) -> Verdict {
         ingress_policy::with_rules(|rules| match rules.decide(&invite) {
-            Verdict::Prepared(slot) => {
+            Verdict::Forward(slot) => {
                 let tenant = rules.tenant_of(slot).unwrap_or_default();
                 let allowed = prefixes(rules, tenant)
                     .iter()
                     .any(|prefix| invite.from_user().starts_with(prefix.as_str()));
                 if allowed {
-                    Verdict::Prepared(slot)
+                    Verdict::Forward(slot)
                 } else {
-                    Verdict::Reject(Reject {
-                        code: 403,
-                        reason: "country_not_allowed".into(),
-                    })
+                    rules.reject(403, REFUSED)
                 }
             }
             other => other,

@@ -7,9 +7,10 @@
 //! settings, and [`export_policy!`] exports a policy type. `crates/country-policy` is such a
 //! policy.
 //!
-//! An admitted INVITE is answered `prepared(slot)`: `load` returns one forward per agent, in
-//! slot order, which the ingress checks and keeps, so a decision crosses the component boundary
-//! with a number instead of the agent URI, next hop and header fields.
+//! Verdicts are numbers: `load` prepares one forward per agent, in slot order, and the reason
+//! labels (the default rules' and the policy's own, see [`Rules::with_reasons`]), which the
+//! ingress checks once and keeps; an admitted INVITE is answered `forward(slot)` and a refused
+//! one names its reason by index.
 //!
 //! ```ignore
 //! struct MyPolicy;
@@ -37,15 +38,21 @@ pub mod bindings {
 }
 
 use bindings::trunkguard::ingress_policy::types::{
-    self as wit, Forward, Header, Invite, IpAddress, NextHop, Present, Reject, Snapshot, Transport,
-    Verdict,
+    self as wit, Forward, Header, Invite, IpAddress, NextHop, Prepared, Present, Reject, Snapshot,
+    Transport, Verdict,
 };
 pub use bindings::{Guest, export_policy};
+
+/// The reasons of the default rules' refusals (`policy::admission`), first in every policy's
+/// prepared reasons.
+const RULE_REASONS: [&str; 3] = ["source_not_allowed", "from_not_e164", "unknown_agent"];
 
 /// The default rules over a loaded snapshot.
 pub struct Rules {
     world: World,
     settings: Vec<(String, String)>,
+    /// The reason labels verdicts name by index: the rules' own, then the policy's.
+    reasons: Vec<String>,
 }
 
 fn agent_of(tenant: &str, raw: wit::Agent) -> Result<Agent, String> {
@@ -266,19 +273,56 @@ impl Rules {
         Ok(Self {
             world,
             settings: snapshot.settings,
+            reasons: RULE_REASONS.map(str::to_owned).to_vec(),
         })
     }
 
-    /// The forward to every agent, in slot order: what `load` returns, so that [`Rules::decide`]
-    /// can answer `prepared(slot)`. Fails for an agent whose URI names no host.
-    pub fn forwards(&self) -> Result<Vec<Forward>, String> {
-        self.world
-            .agents()
-            .map(|(tenant, agent)| forward_to(&tenant.id, agent))
-            .collect()
+    /// Adds the reason labels of the policy's own refusals (see [`Rules::reject`]).
+    pub fn with_reasons(mut self, labels: &[&str]) -> Self {
+        self.reasons
+            .extend(labels.iter().map(|label| (*label).to_owned()));
+        self
     }
 
-    /// The tenant owning the agent a `prepared(slot)` verdict forwards to.
+    /// What `load` returns: the forward to every agent, in slot order, so that
+    /// [`Rules::decide`] can answer `forward(slot)`, and the reason labels. Fails for an agent
+    /// whose URI names no host.
+    pub fn prepare(&self) -> Result<Prepared, String> {
+        let forwards = self
+            .world
+            .agents()
+            .map(|(tenant, agent)| forward_to(&tenant.id, agent))
+            .collect::<Result<_, _>>()?;
+        Ok(Prepared {
+            forwards,
+            reasons: self.reasons.clone(),
+        })
+    }
+
+    fn reason(&self, label: &str) -> u32 {
+        // A label not prepared gets an index the ingress has no reason for: it refuses the
+        // verdict and fails closed, naming the index in its log.
+        self.reasons
+            .iter()
+            .position(|known| known == label)
+            .and_then(|index| u32::try_from(index).ok())
+            .unwrap_or(u32::MAX)
+    }
+
+    /// A refusal with `code` (400 to 699) and the prepared reason `label`.
+    pub fn reject(&self, code: u16, label: &str) -> Verdict {
+        Verdict::Reject(Reject {
+            code,
+            reason: self.reason(label),
+        })
+    }
+
+    /// A silent refusal for the prepared reason `label`.
+    pub fn drop_silently(&self, label: &str) -> Verdict {
+        Verdict::Drop(self.reason(label))
+    }
+
+    /// The tenant owning the agent a `forward(slot)` verdict forwards to.
     pub fn tenant_of(&self, slot: u32) -> Option<&str> {
         self.world.agent(slot).map(|(tenant, _)| tenant.id.as_str())
     }
@@ -291,8 +335,8 @@ impl Rules {
             .map(|(_, value)| value.as_str())
     }
 
-    /// Decides `invite` by the default rules; an admitted INVITE gets `prepared(slot)`, the
-    /// slot of [`Rules::forwards`].
+    /// Decides `invite` by the default rules; an admitted INVITE gets `forward(slot)`, the slot
+    /// of its agent's forward in [`Rules::prepare`].
     pub fn decide(&self, invite: &Invite) -> Verdict {
         let facts = Facts {
             source: invite.source(),
@@ -300,12 +344,9 @@ impl Rules {
             request_user: invite.request_user(),
         };
         match self.world.decide(&facts) {
-            Admission::Forward { slot } => Verdict::Prepared(slot),
-            Admission::Reject { code, reason } => Verdict::Reject(Reject {
-                code,
-                reason: reason.into(),
-            }),
-            Admission::Drop { reason } => Verdict::Drop(reason.into()),
+            Admission::Forward { slot } => Verdict::Forward(slot),
+            Admission::Reject { code, reason } => self.reject(code, reason),
+            Admission::Drop { reason } => self.drop_silently(reason),
         }
     }
 }
@@ -319,13 +360,15 @@ pub fn keep(rules: Rules) {
     LOADED.with(|loaded| *loaded.borrow_mut() = Some(rules));
 }
 
-/// Runs `decide` with the loaded rules; before any load, every INVITE is refused 503.
+/// Runs `decide` with the loaded rules. The ingress always loads an instance before it decides;
+/// were it not loaded, the verdict would name a reason that does not exist, which the ingress
+/// refuses (failing closed).
 pub fn with_rules(decide: impl FnOnce(&Rules) -> Verdict) -> Verdict {
     LOADED.with(|loaded| match loaded.borrow().as_ref() {
         Some(rules) => decide(rules),
         None => Verdict::Reject(Reject {
             code: 503,
-            reason: "policy_not_loaded".into(),
+            reason: u32::MAX,
         }),
     })
 }
@@ -334,11 +377,11 @@ pub fn with_rules(decide: impl FnOnce(&Rules) -> Verdict) -> Verdict {
 pub struct DefaultPolicy;
 
 impl Guest for DefaultPolicy {
-    fn load(snapshot: Snapshot) -> Result<Vec<Forward>, String> {
+    fn load(snapshot: Snapshot) -> Result<Prepared, String> {
         let rules = Rules::load(snapshot)?;
-        let forwards = rules.forwards()?;
+        let prepared = rules.prepare()?;
         keep(rules);
-        Ok(forwards)
+        Ok(prepared)
     }
 
     fn decide(invite: Invite) -> Verdict {
@@ -357,6 +400,43 @@ mod exports {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invites_text_facts_read_back() {
+        let text = "sip:sales@192.0.2.10sales+15551230000PBXsalesX-Case: one\r\nX-Two: a: b\r\n";
+        let invite = Invite {
+            source_address: IpAddress::Ipv6((0x2001_0db8_0000_0000, 1)),
+            source_port: 5070,
+            transport: Transport::Udp,
+            text: text.into(),
+            request_uri_end: 20,
+            request_user_end: 25,
+            from_user_end: 37,
+            from_display_name_end: 40,
+            to_user_end: 45,
+            to_display_name_end: 45,
+            present: Present::FROM_DISPLAY_NAME,
+        };
+        assert_eq!(
+            invite.source(),
+            "2001:db8::1".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(invite.request_uri(), "sip:sales@192.0.2.10");
+        assert_eq!(invite.request_user(), "sales");
+        assert_eq!(invite.from_user(), "+15551230000");
+        assert_eq!(invite.from_display_name(), Some("PBX"));
+        assert_eq!(invite.to_user(), "sales");
+        assert_eq!(invite.to_display_name(), None);
+        let headers: Vec<_> = invite.headers().collect();
+        assert_eq!(headers, [("X-Case", "one"), ("X-Two", "a: b")]);
+        // Offsets out of place read as empty facts rather than panicking.
+        let broken = Invite {
+            request_user_end: 1000,
+            ..invite
+        };
+        assert_eq!(broken.request_user(), "");
+        assert_eq!(broken.from_user(), "");
+    }
 
     #[test]
     fn agent_uris_give_the_next_hop() {

@@ -4,8 +4,8 @@
 //! * `trap`: panics (a trap in wasmtime);
 //! * `spin`: loops forever (stopped by the deadline);
 //! * `hog`: allocates until memory runs out (stopped by the memory limit);
-//! * `forge`: forwards with a `Via` header, which a policy may not add;
-//! * `stray`: answers `prepared` with an index `load` never returned;
+//! * `stray`: forwards to a forward index `load` never prepared;
+//! * `unprepared`: refuses with a reason label `load` never prepared;
 //! * anything else: the default rules.
 //!
 //! With the setting `fail_load = "yes"` the policy refuses every configuration; with
@@ -14,7 +14,7 @@
 use std::hint::black_box;
 
 use ingress_policy::bindings::trunkguard::ingress_policy::types::{
-    Forward, Header, Invite, NextHop, Snapshot, Transport, Verdict,
+    Forward, Header, Invite, NextHop, Prepared, Snapshot, Transport, Verdict,
 };
 use ingress_policy::{Guest, Rules};
 
@@ -22,17 +22,17 @@ use ingress_policy::{Guest, Rules};
 pub struct MisbehavingPolicy;
 
 impl Guest for MisbehavingPolicy {
-    fn load(snapshot: Snapshot) -> Result<Vec<Forward>, String> {
+    fn load(snapshot: Snapshot) -> Result<Prepared, String> {
         let rules = Rules::load(snapshot)?;
         if rules.setting("fail_load") == Some("yes") {
             return Err("fail_load is set".into());
         }
-        let mut forwards = rules.forwards()?;
+        let mut prepared = rules.prepare()?;
         if rules.setting("forge_load") == Some("yes") {
-            forwards.push(forged());
+            prepared.forwards.push(forged());
         }
         ingress_policy::keep(rules);
-        Ok(forwards)
+        Ok(prepared)
     }
 
     fn decide(invite: Invite) -> Verdict {
@@ -50,8 +50,8 @@ impl Guest for MisbehavingPolicy {
                     hoard.push(black_box(vec![1; 1 << 20]));
                 }
             }
-            "forge" => Verdict::Forward(forged()),
-            "stray" => Verdict::Prepared(u32::MAX),
+            "stray" => Verdict::Forward(u32::MAX),
+            "unprepared" => ingress_policy::with_rules(|rules| rules.reject(403, "not_prepared")),
             _ => ingress_policy::with_rules(|rules| rules.decide(&invite)),
         }
     }

@@ -139,9 +139,9 @@ fn check(case: &Case, expected: &Expected, verdict: &Verdict) -> Result<(), Stri
                 code: got,
                 reason: why,
             },
-        ) => code == got && reason.as_ref().is_none_or(|r| r == why),
+        ) => code == got && reason.as_ref().is_none_or(|r| r == why.as_str()),
         (Expected::Drop(reason), Verdict::Drop { reason: why }) => {
-            reason.as_ref().is_none_or(|r| r == why)
+            reason.as_ref().is_none_or(|r| r == why.as_str())
         }
         _ => false,
     };

@@ -218,7 +218,7 @@ fn a_misbehaving_policy_fails_closed_and_is_replaced() {
         let config = config(extra, "misbehaving_policy.wasm");
         let (mut policy, metrics) = live(&config);
         let served = facts("127.0.0.1", "+15551230000", "sales");
-        for fault in ["trap", "spin", "hog", "forge", "stray", "trap"] {
+        for fault in ["trap", "spin", "hog", "stray", "unprepared", "trap"] {
             assert_eq!(
                 policy.decide(facts("127.0.0.1", "+15551230000", fault)),
                 Verdict::Reject {
@@ -268,7 +268,7 @@ fn broken_modules_and_configurations_are_refused() {
         error.contains("refused the configuration: fail_load is set"),
         "{error}"
     );
-    // Forwards prepared at load are checked as a per-call forward is, and refuse the load.
+    // What a policy prepares at load is checked then, and a bad forward refuses the load.
     let forging = config(
         "[policy.settings]\nforge_load = \"yes\"\n",
         "misbehaving_policy.wasm",

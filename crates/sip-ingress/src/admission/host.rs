@@ -6,7 +6,8 @@
 //! module's SHA-256 and the engine's compatibility hash, so a restart or a reload of the same
 //! module does not compile again). A [`PolicyInstance`] is one store with its instance, loaded
 //! with a configuration snapshot and reused for every decision of a proxy core; it keeps the
-//! forwards the policy prepared at load, checked once, which its decisions name by index.
+//! forwards and reasons the policy prepared at load, checked once, which its decisions name by
+//! index.
 //!
 //! Policies are sandboxed: they get no imports but a random seed (any other WASI function a
 //! module imports traps when called), each call has a deadline, and each store a memory limit. A call that traps or
@@ -25,7 +26,7 @@ use wasmtime::{
     StoreLimitsBuilder, Trap,
 };
 
-use super::{Facts, Forward, Verdict};
+use super::{Facts, Prepared, Verdict};
 
 #[allow(missing_docs)]
 mod bindings {
@@ -329,14 +330,7 @@ impl CompiledPolicy {
             Ok(Err(refusal)) => return Err(PolicyError::Refused(refusal)),
             Err(e) => return Err(call_error(e)),
         };
-        let prepared = prepared
-            .into_iter()
-            .enumerate()
-            .map(|(index, forward)| {
-                Forward::from_wit(forward)
-                    .map_err(|e| PolicyError::Invalid(format!("prepared forward {index}: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
+        let prepared = Prepared::from_wit(prepared).map_err(PolicyError::Invalid)?;
         Ok(PolicyInstance {
             store,
             bindings,
@@ -358,8 +352,8 @@ pub struct PolicyInstance {
     store: Store<StoreState>,
     bindings: IngressPolicy,
     deadline: u64,
-    /// The forwards `load` returned, checked, by index.
-    prepared: Arc<[Forward]>,
+    /// What `load` prepared, checked.
+    prepared: Prepared,
 }
 
 impl PolicyInstance {

@@ -14,7 +14,7 @@ use policy::AccessList;
 use tokio::sync::watch;
 
 use super::host::{CompiledPolicy, Limits, PolicyError, PolicyInstance, wit};
-use super::{Admit, Facts, Reason, Verdict};
+use super::{Admit, Facts, Verdict};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -96,7 +96,7 @@ impl LivePolicy {
         self.metrics.policy_failure(error.kind());
         Verdict::Reject {
             code: self.current.failure_status,
-            reason: Reason::Borrowed(POLICY_FAILURE),
+            reason: POLICY_FAILURE.into(),
         }
     }
 }

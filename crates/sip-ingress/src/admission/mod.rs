@@ -16,7 +16,6 @@ pub mod host;
 pub mod live;
 pub mod oracle;
 
-use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -26,8 +25,64 @@ use crate::sip::head::{canonical_name, is_token_char};
 use crate::sip::uri;
 use host::wit;
 
-/// A fixed or policy-given reason, used as a metrics label.
-pub type Reason = Cow<'static, str>;
+/// Why an INVITE was refused, as a metrics label: one of the ingress's own, or one a policy
+/// prepared at load, shared so that a refusal copies no text.
+#[derive(Clone)]
+pub struct Reason(Label);
+
+#[derive(Clone)]
+enum Label {
+    Fixed(&'static str),
+    Prepared(Arc<str>),
+}
+
+impl Reason {
+    /// The label.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Label::Fixed(label) => label,
+            Label::Prepared(label) => label,
+        }
+    }
+}
+
+impl From<&'static str> for Reason {
+    fn from(label: &'static str) -> Self {
+        Self(Label::Fixed(label))
+    }
+}
+
+impl From<String> for Reason {
+    fn from(label: String) -> Self {
+        Self(Label::Prepared(label.into()))
+    }
+}
+
+impl std::hash::Hash for Reason {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Reason {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Reason {}
+
+impl std::fmt::Debug for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The transport an INVITE arrived on, or a next hop uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -406,7 +461,7 @@ const RESERVED: [&str; 11] = [
     "Content-Encoding",
 ];
 
-/// Why a verdict cannot be acted on.
+/// A policy's reason label, or why it is not one.
 fn check_reason(reason: String) -> Result<Reason, String> {
     let valid = !reason.is_empty()
         && reason.len() <= 40
@@ -414,7 +469,7 @@ fn check_reason(reason: String) -> Result<Reason, String> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if valid {
-        Ok(Cow::Owned(reason))
+        Ok(reason.into())
     } else {
         Err(format!(
             "reason {reason:?} is not a label (1 to 40 of a-z, 0-9, _)"
@@ -489,38 +544,70 @@ impl Forward {
     }
 }
 
+/// What a policy prepared at load, checked: the forwards and reasons its verdicts name.
+pub(crate) struct Prepared {
+    forwards: Arc<[Forward]>,
+    reasons: Box<[Reason]>,
+}
+
+impl Prepared {
+    /// Checks what a policy's `load` returned.
+    pub(crate) fn from_wit(prepared: wit::Prepared) -> Result<Self, String> {
+        let forwards = prepared
+            .forwards
+            .into_iter()
+            .enumerate()
+            .map(|(index, forward)| {
+                Forward::from_wit(forward).map_err(|e| format!("prepared forward {index}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let reasons = prepared
+            .reasons
+            .into_iter()
+            .map(check_reason)
+            .collect::<Result<_, _>>()?;
+        Ok(Self { forwards, reasons })
+    }
+
+    fn reason(&self, index: u32) -> Result<Reason, String> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|index| self.reasons.get(index))
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "prepared reason {index} does not exist ({} were prepared)",
+                    self.reasons.len()
+                )
+            })
+    }
+}
+
 impl Verdict {
-    /// The ingress's verdict for a component's, or why it cannot be acted on; `prepared` are
-    /// the forwards the policy's `load` returned, already checked.
-    pub(crate) fn from_wit(
-        verdict: wit::Verdict,
-        prepared: &Arc<[Forward]>,
-    ) -> Result<Self, String> {
+    /// The ingress's verdict for a component's, or why it cannot be acted on.
+    pub(crate) fn from_wit(verdict: wit::Verdict, prepared: &Prepared) -> Result<Self, String> {
         match verdict {
-            wit::Verdict::Prepared(index) => usize::try_from(index)
+            wit::Verdict::Forward(index) => usize::try_from(index)
                 .ok()
-                .and_then(|index| ForwardRef::new(prepared, index))
+                .and_then(|index| ForwardRef::new(&prepared.forwards, index))
                 .map(Verdict::Forward)
                 .ok_or_else(|| {
                     format!(
                         "prepared forward {index} does not exist ({} were prepared)",
-                        prepared.len()
+                        prepared.forwards.len()
                     )
                 }),
-            wit::Verdict::Forward(forward) => {
-                Ok(Verdict::Forward(Forward::from_wit(forward)?.into()))
-            }
             wit::Verdict::Reject(reject) => {
                 if !(400..=699).contains(&reject.code) {
                     return Err(format!("reject code {} is not 400 to 699", reject.code));
                 }
                 Ok(Verdict::Reject {
                     code: reject.code,
-                    reason: check_reason(reject.reason)?,
+                    reason: prepared.reason(reject.reason)?,
                 })
             }
             wit::Verdict::Drop(reason) => Ok(Verdict::Drop {
-                reason: check_reason(reason)?,
+                reason: prepared.reason(reason)?,
             }),
         }
     }
@@ -529,10 +616,6 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn nothing_prepared() -> Arc<[Forward]> {
-        Arc::new([])
-    }
 
     #[test]
     fn facts_travel_in_one_string_and_read_back() {
@@ -592,8 +675,8 @@ mod tests {
         assert_eq!(wit.present, wit::Present::empty());
     }
 
-    fn forward(headers: Vec<(&str, &str)>) -> wit::Verdict {
-        wit::Verdict::Forward(wit::Forward {
+    fn forward(headers: Vec<(&str, &str)>) -> wit::Forward {
+        wit::Forward {
             tenant: "demo".into(),
             agent_id: "sales".into(),
             agent_uri: "sip:sales@127.0.0.1:5090".into(),
@@ -609,15 +692,21 @@ mod tests {
                     value: value.into(),
                 })
                 .collect(),
+        }
+    }
+
+    fn prepared(forwards: Vec<wit::Forward>, reasons: &[&str]) -> Result<Prepared, String> {
+        Prepared::from_wit(wit::Prepared {
+            forwards,
+            reasons: reasons.iter().map(|r| (*r).to_owned()).collect(),
         })
     }
 
     #[test]
     fn policies_may_add_headers_but_not_transaction_ones() {
-        let verdict = Verdict::from_wit(
-            forward(vec![("x-dest-user", "sales.desk")]),
-            &nothing_prepared(),
-        );
+        let checked =
+            prepared(vec![forward(vec![("x-dest-user", "sales.desk")])], &[]).expect("valid");
+        let verdict = Verdict::from_wit(wit::Verdict::Forward(0), &checked);
         let Ok(Verdict::Forward(forward_to)) = verdict else {
             panic!("{verdict:?}")
         };
@@ -633,51 +722,49 @@ mod tests {
             ("Bad Name", "x"),
             ("", "x"),
         ] {
+            let refused = prepared(vec![forward(vec![]), forward(vec![(name, value)])], &[]);
             assert!(
-                Verdict::from_wit(forward(vec![(name, value)]), &nothing_prepared()).is_err(),
-                "{name}: {value:?}"
+                refused
+                    .as_ref()
+                    .is_err_and(|e| e.starts_with("prepared forward 1: ")),
+                "{name}: {value:?}: {:?}",
+                refused.err()
             );
         }
     }
 
     #[test]
     fn codes_and_reasons_are_checked() {
-        let reject = |code, reason: &str| {
-            Verdict::from_wit(
-                wit::Verdict::Reject(wit::Reject {
-                    code,
-                    reason: reason.into(),
-                }),
-                &nothing_prepared(),
-            )
+        let checked = prepared(vec![], &["unknown_agent"]).expect("valid");
+        let reject = |code, reason| {
+            Verdict::from_wit(wit::Verdict::Reject(wit::Reject { code, reason }), &checked)
         };
-        assert!(reject(404, "unknown_agent").is_ok());
-        for (code, reason) in [
-            (200, "ok"),
-            (399, "x"),
-            (700, "x"),
-            (404, "Bad Label"),
-            (404, ""),
-        ] {
+        assert_eq!(
+            reject(404, 0),
+            Ok(Verdict::Reject {
+                code: 404,
+                reason: "unknown_agent".into()
+            })
+        );
+        for (code, reason) in [(200, 0), (399, 0), (700, 0), (404, 1), (404, u32::MAX)] {
             assert!(reject(code, reason).is_err(), "{code} {reason}");
         }
-        assert!(
-            Verdict::from_wit(wit::Verdict::Drop("x".repeat(41)), &nothing_prepared()).is_err()
-        );
+        assert!(Verdict::from_wit(wit::Verdict::Drop(1), &checked).is_err());
+        for label in ["Bad Label", "", &"x".repeat(41)] {
+            assert!(prepared(vec![], &[label]).is_err(), "{label:?}");
+        }
     }
 
     #[test]
     fn prepared_forwards_are_named_by_index() {
-        let wit::Verdict::Forward(sales) = forward(vec![]) else {
-            unreachable!("forward() builds a forward")
-        };
-        let prepared: Arc<[Forward]> = Arc::new([Forward::from_wit(sales).expect("valid forward")]);
-        let Ok(Verdict::Forward(forward)) = Verdict::from_wit(wit::Verdict::Prepared(0), &prepared)
+        let checked = prepared(vec![forward(vec![])], &[]).expect("valid");
+        let Ok(Verdict::Forward(forward_to)) =
+            Verdict::from_wit(wit::Verdict::Forward(0), &checked)
         else {
             panic!("not forwarded")
         };
-        assert_eq!(*forward, prepared[0]);
-        let stray = Verdict::from_wit(wit::Verdict::Prepared(1), &prepared);
+        assert_eq!(forward_to.agent_uri, "sip:sales@127.0.0.1:5090");
+        let stray = Verdict::from_wit(wit::Verdict::Forward(1), &checked);
         assert!(stray.is_err_and(|e| e.contains("prepared forward 1 does not exist")));
     }
 
