@@ -67,7 +67,7 @@ pub enum PolicyError {
     Deadline,
     /// A call trapped (a panic, an out-of-bounds access, memory exhausted, a WASI call...).
     Trap(String),
-    /// It returned a verdict (or prepared a forward) the ingress cannot act on.
+    /// It returned a verdict, or prepared a forward or reason, the ingress cannot act on.
     Invalid(String),
 }
 
