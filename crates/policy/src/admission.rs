@@ -113,11 +113,11 @@ impl std::fmt::Display for WorldError {
 
 impl std::error::Error for WorldError {}
 
-/// Where a called agent is.
+/// Where a called agent is: its tenant and slot (its place in the tenant follows from the
+/// tenant's first slot).
 #[derive(Debug, Clone, Copy)]
 struct Called {
     tenant: u32,
-    agent: u32,
     slot: u32,
 }
 
@@ -128,7 +128,7 @@ pub struct World {
     tenants: Vec<Tenant>,
     access: Vec<AccessList>,
     any_access: AccessList,
-    /// Username or number -> the agent's tenant, place in its tenant, and slot. Hashed with
+    /// Username or number -> the agent's tenant and slot. Hashed with
     /// foldhash, several times faster than the standard SipHash on short names: callers only
     /// look names up in this table, which the operator's configuration fills, so they cannot
     /// lengthen its probe sequences; the seed is random all the same.
@@ -169,7 +169,6 @@ impl World {
             for (a, agent) in tenant.agents.iter().enumerate() {
                 let called = Called {
                     tenant: t as u32,
-                    agent: a as u32,
                     slot: first_slot[t] + a as u32,
                 };
                 let names = agent
@@ -179,10 +178,12 @@ impl World {
                     .chain(agent.number.iter().map(|n| n.as_str().to_owned()));
                 for name in names {
                     if let Some(other) = agents.insert(name.clone(), called) {
-                        let owner: &Tenant = &tenants[other.tenant as usize];
+                        let owner = other.tenant as usize;
+                        let other_agent = (other.slot - first_slot[owner]) as usize;
+                        let owner = &tenants[owner];
                         return Err(WorldError(format!(
                             "{name} names both agent {} of tenant {} and agent {} of tenant {}",
-                            owner.agents[other.agent as usize].id, owner.id, agent.id, tenant.id
+                            owner.agents[other_agent].id, owner.id, agent.id, tenant.id
                         )));
                     }
                 }

@@ -286,15 +286,6 @@ impl ForwardRef {
     }
 }
 
-impl From<Forward> for ForwardRef {
-    fn from(forward: Forward) -> Self {
-        Self {
-            list: Arc::new([forward]),
-            index: 0,
-        }
-    }
-}
-
 impl std::ops::Deref for ForwardRef {
     type Target = Forward;
 
