@@ -200,10 +200,10 @@ pub const MAX_TEXT_CHARS: usize = 1024;
 /// Checks free text: at most `max` characters and no control characters (which have no place
 /// in labels and would let a value forge lines in logs or SIP headers).
 pub fn check_text(text: &str, max: usize) -> Result<(), String> {
-    // Every body field goes through here, so the common case (ASCII) is a couple of passes that
-    // compile to straight-line code: the control characters (general category Cc) are C0 and DEL,
-    // plus C1 (U+0080 to U+009F) outside ASCII.
-    let ascii = text.is_ascii();
+    // The control characters (general category Cc) are C0 and DEL, plus C1 (U+0080 to U+009F)
+    // outside ASCII. Every body field goes through here, so the common case (ASCII) is one pass
+    // over the bytes, eight at a time.
+    let AsciiScan { ascii, c0_or_del } = AsciiScan::of(text.as_bytes());
     let chars = if ascii {
         text.len()
     } else {
@@ -212,13 +212,52 @@ pub fn check_text(text: &str, max: usize) -> Result<(), String> {
     if chars > max {
         return Err(format!("must be at most {max} characters long"));
     }
-    let c0_or_del = text
-        .bytes()
-        .fold(false, |found, byte| found | (byte < 0x20) | (byte == 0x7F));
     if c0_or_del || (!ascii && text.chars().any(char::is_control)) {
         return Err("must not contain control characters".to_owned());
     }
     Ok(())
+}
+
+/// What one pass over some bytes finds.
+struct AsciiScan {
+    /// Every byte is ASCII.
+    ascii: bool,
+    /// Some byte is a C0 control or DEL (in UTF-8 such a byte is always that character).
+    c0_or_del: bool,
+}
+
+impl AsciiScan {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+    /// Scans `bytes` a 64-bit word at a time (wasm has no wider registers without SIMD, and
+    /// long fields such as passwords would otherwise cost one step per byte).
+    fn of(bytes: &[u8]) -> Self {
+        let mut seen_bits = 0u64;
+        let mut controls = 0u64;
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            seen_bits |= word;
+            controls |=
+                Self::byte_below(word, 0x20) | Self::byte_below(word ^ (Self::ONES * 0x7F), 1);
+        }
+        for &byte in words.remainder() {
+            seen_bits |= u64::from(byte);
+            controls |= u64::from(byte < 0x20 || byte == 0x7F);
+        }
+        Self {
+            ascii: seen_bits & Self::HIGH_BITS == 0,
+            c0_or_del: controls != 0,
+        }
+    }
+
+    /// Non-zero exactly when some byte of `word` is below `limit` (at most 0x80): only such a
+    /// byte borrows when `limit` is subtracted from every byte, and the lowest one of them then
+    /// has its high bit set by the subtraction but not in `word`.
+    fn byte_below(word: u64, limit: u8) -> u64 {
+        word.wrapping_sub(Self::ONES * u64::from(limit)) & !word & Self::HIGH_BITS
+    }
 }
 
 impl FromJson for bool {
@@ -673,15 +712,7 @@ mod tests {
 
     #[test]
     fn text_check_counts_characters_and_finds_controls_like_char_does() {
-        let reference = |text: &str, max: usize| {
-            if text.chars().count() > max {
-                Err(format!("must be at most {max} characters long"))
-            } else if text.chars().any(char::is_control) {
-                Err("must not contain control characters".to_owned())
-            } else {
-                Ok(())
-            }
-        };
+        let reference = check_text_reference;
         for c in (0..=0x3000)
             .chain(0x1_0000..=0x1_0100)
             .filter_map(char::from_u32)
@@ -696,6 +727,48 @@ mod tests {
                     assert_eq!(check_text(&text, max), reference(&text, max), "{text:?}");
                 }
             }
+        }
+    }
+
+    fn check_text_reference(text: &str, max: usize) -> Result<(), String> {
+        if text.chars().count() > max {
+            Err(format!("must be at most {max} characters long"))
+        } else if text.chars().any(char::is_control) {
+            Err("must not contain control characters".to_owned())
+        } else {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn text_check_finds_a_control_at_any_place_in_a_word_or_the_tail() {
+        let borders = [
+            '\0', '\t', '\x1f', ' ', '~', '\x7f', '\u{80}', '\u{9f}', '\u{a0}', 'é',
+        ];
+        for len in [8, 15, 16, 23] {
+            for at in 0..len {
+                for c in borders {
+                    let mut text: String = "a".repeat(len);
+                    text.replace_range(at..=at, &c.to_string());
+                    for max in [len - 1, len, len + 1] {
+                        assert_eq!(
+                            check_text(&text, max),
+                            check_text_reference(&text, max),
+                            "{text:?} max {max}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn text_check_agrees_with_char_on_any_text(
+            text in "[a-z\\x00-\\x1f\\x7f\\u{80}-\\u{a0}é€😀 ]{0,40}",
+            max in 0usize..45,
+        ) {
+            proptest::prop_assert_eq!(check_text(&text, max), check_text_reference(&text, max));
         }
     }
 

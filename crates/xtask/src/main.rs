@@ -19,9 +19,14 @@ const WASM_TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-wasip2"];
 /// The wasm artifacts: (package, target, file name in `target/wasm/`). Each is built by its own
 /// cargo run: the policies built on `ingress-policy` turn off its default export, which a
 /// shared run would turn back on.
-const WASM_ARTIFACTS: [(&str, &str, &str); 5] = [
+const WASM_ARTIFACTS: [(&str, &str, &str); 6] = [
     ("edge-filter", "wasm32-wasip1", "edge_filter.wasm"),
     ("noop-filter", "wasm32-wasip1", "noop_filter.wasm"),
+    (
+        "host-calls-filter",
+        "wasm32-wasip1",
+        "host_calls_filter.wasm",
+    ),
     ("ingress-policy", "wasm32-wasip2", "ingress_policy.wasm"),
     ("country-policy", "wasm32-wasip2", "country_policy.wasm"),
     (
