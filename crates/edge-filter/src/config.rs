@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use policy::{BodySchema, Gcra};
 use serde::Deserialize;
 
+use crate::limiter;
 use crate::template::PathTemplate;
 
 /// The default largest request body, in bytes (64 KiB).
@@ -133,6 +134,9 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// What happens to unknown routes.
     pub unknown_route: UnknownRoute,
+    /// The shared-data key of each (API key, class) pair's rate-limit state, at
+    /// `key * classes.len() + class`: written once here rather than on every request.
+    rate_state_keys: Vec<String>,
 }
 
 /// Why a configuration was refused: every problem found.
@@ -166,6 +170,17 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
 }
 
 impl Config {
+    /// The shared-data key of the rate-limit state of API key `key` in class `class` (indices
+    /// into `keys` and `classes`), `None` when either is out of range.
+    pub fn rate_state_key(&self, key: usize, class: usize) -> Option<&str> {
+        if class >= self.classes.len() {
+            return None;
+        }
+        self.rate_state_keys
+            .get(key * self.classes.len() + class)
+            .map(String::as_str)
+    }
+
     /// Parses and validates a configuration.
     pub fn parse(json: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawConfig =
@@ -276,7 +291,16 @@ impl Config {
         }
 
         if problems.is_empty() {
+            let rate_state_keys = keys
+                .iter()
+                .flat_map(|key| {
+                    classes
+                        .iter()
+                        .map(|class| limiter::state_key(&key.name, &class.name))
+                })
+                .collect();
             Ok(Config {
+                rate_state_keys,
                 routes,
                 keys,
                 classes,
@@ -336,6 +360,21 @@ pub(crate) mod tests {
         assert_eq!(config.unknown_route, UnknownRoute::Reject);
         let write = &config.classes[config.routes[0].class];
         assert_eq!((write.name.as_str(), write.window_seconds), ("write", 2));
+    }
+
+    #[test]
+    fn each_key_and_class_pair_has_its_own_rate_state_key() {
+        let config = Config::parse(test_config_json().as_bytes()).expect("valid");
+        let mut seen = std::collections::BTreeSet::new();
+        for (k, key) in config.keys.iter().enumerate() {
+            for (c, class) in config.classes.iter().enumerate() {
+                let state = config.rate_state_key(k, c).expect("in range");
+                assert_eq!(state, limiter::state_key(&key.name, &class.name));
+                assert!(seen.insert(state.to_owned()));
+            }
+        }
+        assert_eq!(config.rate_state_key(0, config.classes.len()), None);
+        assert_eq!(config.rate_state_key(config.keys.len(), 0), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, UnknownRoute};
 use crate::limiter;
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreError};
 use crate::template::Match;
 
 /// The header the filter sets from the API key (and removes when a client sends it).
@@ -299,15 +299,18 @@ pub fn on_headers(
     let Some(presented) = presented_key(headers) else {
         return unauthenticated("send your API key in X-Api-Key or Authorization: Bearer");
     };
-    let Some(key) = authenticate(config, presented) else {
+    let Some(key_index) = authenticate(config, presented) else {
         return unauthenticated("the API key is not valid");
     };
-    let key = &config.keys[key];
+    let key = &config.keys[key_index];
 
     // 3. Rate limit, per (key, class).
     let class_config = &config.classes[route.class];
-    let state = limiter::state_key(&key.name, &class_config.name);
-    match limiter::check(store, &state, &class_config.limit, now_ns) {
+    let decision = match config.rate_state_key(key_index, route.class) {
+        Some(state) => limiter::check(store, state, &class_config.limit, now_ns),
+        None => Err(StoreError::Host),
+    };
+    match decision {
         Ok(Decision::Allow { .. }) => {}
         Ok(Decision::Deny {
             retry_after_ns,

@@ -55,11 +55,13 @@ pub fn check(
 /// Creates the state of every (key, class) pair that has none, so that every later write is a
 /// compare-and-swap against a known version.
 pub fn initialise(config: &Config, store: &dyn SharedStore) -> Result<(), StoreError> {
-    for key in &config.keys {
-        for class in &config.classes {
-            let name = state_key(&key.name, &class.name);
-            if store.get(&name)?.is_none() {
-                match store.set(&name, &[], None) {
+    for key in 0..config.keys.len() {
+        for class in 0..config.classes.len() {
+            let Some(name) = config.rate_state_key(key, class) else {
+                continue;
+            };
+            if store.get(name)?.is_none() {
+                match store.set(name, &[], None) {
                     Ok(()) | Err(StoreError::Conflict) => {}
                     Err(e) => return Err(e),
                 }
@@ -74,15 +76,17 @@ pub fn initialise(config: &Config, store: &dyn SharedStore) -> Result<(), StoreE
 /// emptied.
 pub fn sweep_idle(config: &Config, store: &dyn SharedStore, now_ns: u64) -> usize {
     let mut swept = 0;
-    for key in &config.keys {
-        for class in &config.classes {
-            let name = state_key(&key.name, &class.name);
-            let Ok(Some((value, version))) = store.get(&name) else {
+    for key in 0..config.keys.len() {
+        for (class_index, class) in config.classes.iter().enumerate() {
+            let Some(name) = config.rate_state_key(key, class_index) else {
+                continue;
+            };
+            let Ok(Some((value, version))) = store.get(name) else {
                 continue;
             };
             if !value.is_empty()
                 && class.limit.is_idle(decode(&value), now_ns)
-                && store.set(&name, &[], Some(version)).is_ok()
+                && store.set(name, &[], Some(version)).is_ok()
             {
                 swept += 1;
             }

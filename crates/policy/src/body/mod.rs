@@ -227,6 +227,29 @@ mod tests {
     }
 
     #[test]
+    fn unknown_fields_are_found_in_objects_of_any_size_and_order() {
+        let known = r#""domain":"sip.example.com","username":"1001","password":"s3cret""#;
+        for extra in [0, 1, 60, 61, 62, 100] {
+            let unknown: Vec<String> = (0..extra).map(|i| format!(r#""x{i}":1"#)).collect();
+            let unknown = unknown.join(",");
+            let separator = if extra == 0 { "" } else { "," };
+            for body in [
+                format!("{{{known}{separator}{unknown}}}"),
+                format!("{{{unknown}{separator}{known}}}"),
+            ] {
+                let result = BodySchema::SipRegistration.validate(body.as_bytes());
+                if extra == 0 {
+                    assert!(result.is_ok(), "{body}");
+                    continue;
+                }
+                let errors = result.expect_err("unknown fields");
+                assert_eq!(errors.as_slice().len(), extra, "{body}");
+                assert!(errors.has("/x0") && errors.has(&format!("/x{}", extra - 1)));
+            }
+        }
+    }
+
+    #[test]
     fn every_schema_refuses_unknown_fields() {
         for schema in BodySchema::ALL {
             let errors = schema
