@@ -1,6 +1,7 @@
 //! `cargo xtask bench edge`: Envoy with trunkguard's filter, side by side with the same Envoy
-//! without a filter, with a do-nothing proxy-wasm filter, and with Envoy's native local_ratelimit
-//! filter, on the same request mixes, driven by wrk.
+//! without a filter, with a do-nothing proxy-wasm filter, with a filter making only trunkguard's
+//! host calls, and with Envoy's native local_ratelimit filter, on the same request mixes, driven
+//! by wrk and h2load.
 //!
 //! Envoy runs with one worker pinned to one core; the load generator and the upstream are pinned
 //! to the other, so the two sides never compete for a core. Each (configuration, mix) is run
@@ -16,7 +17,7 @@
 //! wasm filter, all of it in system time). At a fixed rate that no configuration saturates,
 //! every configuration sees the same arrivals and the difference in CPU is the filter's work.
 //!
-//! A fifth configuration, "host calls only" (`crates/host-calls-filter`), makes the host calls
+//! The "host calls only" configuration (`crates/host-calls-filter`) makes the host calls
 //! trunkguard's filter makes for a valid request and checks nothing: the difference between it
 //! and trunkguard is what the checks cost, the difference between it and the no-op filter is
 //! what the filter's contract (read headers, clock and shared state, compare-and-swap, set
