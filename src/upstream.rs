@@ -12,21 +12,40 @@ use crate::http::IO_TIMEOUT;
 /// One request as received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
-    /// The request line and header lines, as received.
-    pub head: String,
+    /// The request line and header lines, as received (bytes: a field value may be obs-text).
+    pub head: Vec<u8>,
     /// The body, as received.
     pub body: Vec<u8>,
 }
 
 impl Recorded {
-    /// Every value of header `name` (case-insensitive).
-    pub fn header_values(&self, name: &str) -> Vec<String> {
+    /// The request line.
+    pub fn request_line(&self) -> String {
+        let line = self.head.split(|b| *b == b'\n').next().unwrap_or_default();
+        String::from_utf8_lossy(line.trim_ascii()).into_owned()
+    }
+
+    /// Every value of header `name` (case-insensitive), as received.
+    pub fn header_bytes(&self, name: &str) -> Vec<&[u8]> {
         self.head
-            .lines()
+            .split(|b| *b == b'\n')
             .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_owned())
+            .filter_map(|line| {
+                let colon = line.iter().position(|b| *b == b':')?;
+                let (field, value) = line.split_at(colon);
+                field
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(name.as_bytes())
+                    .then(|| value[1..].trim_ascii())
+            })
+            .collect()
+    }
+
+    /// Every value of header `name` (case-insensitive), as text.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        self.header_bytes(name)
+            .into_iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect()
     }
 }
@@ -116,23 +135,26 @@ fn serve(stream: TcpStream, seen: Option<&Mutex<Vec<Recorded>>>, count: &AtomicU
     };
     let mut reader = BufReader::new(stream);
     loop {
-        let mut head = String::new();
+        let mut head = Vec::new();
         loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
+            let mut line = Vec::new();
+            match reader.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
-            if line == "\r\n" {
+            if line == b"\r\n" {
                 break;
             }
-            head.push_str(&line);
+            head.extend_from_slice(&line);
         }
-        let length = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        let received = Recorded {
+            head,
+            body: Vec::new(),
+        };
+        let length = received
+            .header_values("content-length")
+            .first()
+            .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(0);
         let mut body = vec![0; length];
         if reader.read_exact(&mut body).is_err() {
@@ -140,7 +162,7 @@ fn serve(stream: TcpStream, seen: Option<&Mutex<Vec<Recorded>>>, count: &AtomicU
         }
         count.fetch_add(1, Ordering::SeqCst);
         if let Some(Ok(mut seen)) = seen.map(Mutex::lock) {
-            seen.push(Recorded { head, body });
+            seen.push(Recorded { body, ..received });
         }
         let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
         if writer.write_all(reply).is_err() {

@@ -220,6 +220,30 @@ fn edge_filter_in_envoy() {
     );
     assert_eq!(r.status, 200);
 
+    // A field value may be obs-text (RFC 9110), which is not UTF-8: passed on byte for byte,
+    // and the worker's filter goes on serving the same connection. Not UTF-8 in the key: 401.
+    let obs_text = |key: &[u8]| {
+        [
+            b"GET /v1/sip/ip-access-list HTTP/1.1\r\nhost: x\r\nx-case: obs-text\r\nx-api-key: "
+                .as_slice(),
+            key,
+            b"\r\nx-note: caf\xe9\r\n\r\n",
+        ]
+        .concat()
+    };
+    let mut connection = Connection::open(edge.listener).expect("connects");
+    for key in [DEMO_KEY.as_bytes(), DEMO_KEY.as_bytes(), b"tg_demo_\xff"] {
+        let r = connection.send_raw(&obs_text(key)).expect("a response");
+        if key.is_ascii() {
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        } else {
+            assert_eq!(
+                assert_problem(&r, 401, "unauthenticated")["detail"],
+                "the API key is not valid"
+            );
+        }
+    }
+
     let seen = upstream.requests();
     let cases: Vec<String> = seen
         .iter()
@@ -227,12 +251,13 @@ fn edge_filter_in_envoy() {
         .collect();
     assert_eq!(
         cases,
-        ["valid-put", "valid-get"],
+        ["valid-put", "valid-get", "obs-text", "obs-text"],
         "the upstream saw a rejected request"
     );
+    assert_eq!(seen[2].header_bytes("x-note"), [b"caf\xe9"]);
     let put = &seen[0];
     assert_eq!(put.body, body.as_bytes(), "body forwarded byte-identical");
-    assert!(put.head.starts_with(&format!("PUT {AGENT} HTTP/1.1")));
+    assert_eq!(put.request_line(), format!("PUT {AGENT} HTTP/1.1"));
     assert_eq!(
         put.header_values("x-tenant-id"),
         ["demo"],
@@ -244,10 +269,9 @@ fn edge_filter_in_envoy() {
         ["acme"],
         "both client x-tenant-id headers replaced"
     );
-    assert!(
-        seen[1]
-            .head
-            .starts_with("GET /v1/sip/ip-access-list?page=2 HTTP/1.1")
+    assert_eq!(
+        seen[1].request_line(),
+        "GET /v1/sip/ip-access-list?page=2 HTTP/1.1"
     );
 
     // Exact limit across both workers: 16 connections for 3 s admit burst + rate * 3 (+-1).
@@ -291,7 +315,7 @@ fn edge_filter_in_envoy() {
             .copied()
             .unwrap_or_default()
     };
-    assert_eq!(stat("read.unauthenticated"), 2);
+    assert_eq!(stat("read.unauthenticated"), 3);
     assert_eq!(stat("none.unknown_route"), 1);
     assert_eq!(stat("none.method_not_allowed"), 1);
     assert_eq!(stat("read.bad_parameter"), 1);
@@ -299,7 +323,7 @@ fn edge_filter_in_envoy() {
     assert_eq!(stat("write.too_large"), 2);
     assert_eq!(stat("write.invalid_body"), 2);
     assert_eq!(stat("write.allowed"), 1);
-    assert_eq!(stat("read.allowed"), 1 + admitted);
+    assert_eq!(stat("read.allowed"), 3 + admitted);
     assert_eq!(stat("read.rate_limited"), limited);
     for name in stats.keys().filter(|n| n.starts_with("wasmcustom")) {
         assert!(

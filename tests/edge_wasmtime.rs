@@ -129,13 +129,42 @@ fn valid_requests_are_forwarded_with_the_tenant_and_the_body_intact() {
         panic!("not forwarded: {exchange:?}");
     };
     assert_eq!(forwarded, body);
-    let tenants: Vec<&str> = headers
+    let tenants: Vec<&[u8]> = headers
         .iter()
         .filter(|(n, _)| n == "x-tenant-id")
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.as_slice())
         .collect();
-    assert_eq!(tenants, ["demo"]);
+    assert_eq!(tenants, [b"demo"]);
     assert_eq!(host.metric("trunkguard.requests.write.allowed"), Some(1));
+}
+
+#[test]
+fn header_values_that_are_not_utf8_pass_intact_and_the_vm_lives_on() {
+    let host = host();
+    let mut vm = vm(&host);
+    let body = br#"{"domain":"sip.example.com","username":"1001","password":"p"}"#;
+    let headers: [(&str, &[u8]); 5] = [
+        (":method", b"PUT"),
+        (":path", AGENT.as_bytes()),
+        ("x-api-key", DEMO_KEY.as_bytes()),
+        ("content-type", b"application/json"),
+        // RFC 9110 obs-text, as Envoy passes it on.
+        ("x-note", b"caf\xe9"),
+    ];
+    for _ in 0..2 {
+        match vm.request(&headers, Some(body), 1).expect("request runs") {
+            Exchange::Forwarded { headers, .. } => assert!(
+                headers.contains(&("x-note".to_owned(), b"caf\xe9".to_vec())),
+                "{headers:?}"
+            ),
+            other => panic!("not forwarded: {other:?}"),
+        }
+    }
+    let mut bad_key = headers;
+    bad_key[2].1 = b"tg_demo_\xff";
+    let response = responded(vm.request(&bad_key, Some(body), 1).expect("request runs"));
+    assert_eq!(response.status, 401);
+    assert_eq!(problem(&response)["detail"], "the API key is not valid");
 }
 
 /// The `x-tenant-id` values the upstream would see for a request that sent `sent`.
@@ -146,7 +175,7 @@ fn forwarded_tenants(vm: &mut Vm, path: &str, sent: &[&str]) -> Vec<String> {
         Exchange::Forwarded { headers, .. } => headers
             .into_iter()
             .filter(|(n, _)| n == "x-tenant-id")
-            .map(|(_, v)| v)
+            .map(|(_, v)| String::from_utf8(v).expect("the filter sets text"))
             .collect(),
         other => panic!("not forwarded: {other:?}"),
     }

@@ -144,15 +144,24 @@ pub enum HeadersVerdict {
 }
 
 /// A request's headers as the host gives them (lower-case names, pseudo-headers included).
-pub struct RequestHeaders<'a>(pub &'a [(String, String)]);
+///
+/// Values are bytes: HTTP allows any octet from 0x80 up in a field value (RFC 9110 section 5.5,
+/// obs-text) and Envoy passes such values on, so a value need not be UTF-8. Names are tokens,
+/// which Envoy's codecs enforce before any filter runs.
+pub struct RequestHeaders<'a>(pub &'a [(String, Vec<u8>)]);
 
 impl<'a> RequestHeaders<'a> {
     /// The first value of header `name` (lower case).
-    pub fn get(&self, name: &str) -> Option<&'a str> {
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
         self.0
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of header `name` if it is UTF-8 text; `None` when absent or not text.
+    pub fn text(&self, name: &str) -> Option<&'a str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// How many times header `name` (lower case) occurs.
@@ -164,14 +173,18 @@ impl<'a> RequestHeaders<'a> {
     }
 }
 
-/// The API key a request presents: `x-api-key`, else `Authorization: Bearer`.
-fn presented_key<'a>(headers: &RequestHeaders<'a>) -> Option<&'a str> {
+/// The API key a request presents: `x-api-key`, else `Authorization: Bearer`. Keys are
+/// compared as bytes (by digest), so a key that is not UTF-8 is simply not a valid one.
+fn presented_key<'a>(headers: &RequestHeaders<'a>) -> Option<&'a [u8]> {
     if let Some(key) = headers.get("x-api-key") {
-        return Some(key.trim());
+        return Some(key.trim_ascii());
     }
-    let authorization = headers.get("authorization")?;
-    let (scheme, token) = authorization.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let authorization = headers.get("authorization")?.trim_ascii();
+    let space = authorization.iter().position(|b| *b == b' ')?;
+    let (scheme, token) = authorization.split_at(space);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| token.trim_ascii())
 }
 
 /// Compares two digests in time independent of where they differ.
@@ -181,8 +194,8 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 /// The configured key whose digest matches, checking every key so the time taken does not
 /// depend on which one (if any) matched.
-fn authenticate(config: &Config, key: &str) -> Option<usize> {
-    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+fn authenticate(config: &Config, key: &[u8]) -> Option<usize> {
+    let digest: [u8; 32] = Sha256::digest(key).into();
     config.keys.iter().enumerate().fold(None, |found, (i, k)| {
         if digests_equal(&k.digest, &digest) {
             Some(i)
@@ -244,8 +257,8 @@ pub fn on_headers(
     store: &dyn SharedStore,
 ) -> HeadersVerdict {
     let reject = |reply: Reply, class: Option<usize>| HeadersVerdict::Reject { reply, class };
-    let method = headers.get(":method").unwrap_or_default();
-    let full_path = headers.get(":path").unwrap_or_default();
+    let method = headers.text(":method").unwrap_or_default();
+    let full_path = headers.text(":path").unwrap_or_default();
     let path = full_path.split(['?', '#']).next().unwrap_or_default();
 
     // 1. Route.
@@ -346,10 +359,10 @@ pub fn on_headers(
 
     // 5. Size, before buffering anything.
     if let Some(length) = headers.get("content-length") {
-        match length.trim().parse::<u64>() {
-            Ok(n) if n > config.max_body_bytes => return reject(too_large(config), class),
-            Ok(_) => {}
-            Err(_) => {
+        match std::str::from_utf8(length).map(|l| l.trim().parse::<u64>()) {
+            Ok(Ok(n)) if n > config.max_body_bytes => return reject(too_large(config), class),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => {
                 let problem = Problem::new(
                     ProblemKind::BadRequest,
                     "Content-Length must be a single decimal number",
@@ -368,7 +381,7 @@ pub fn on_headers(
             class,
         );
     }
-    if !headers.get("content-type").is_some_and(is_json) {
+    if !headers.text("content-type").is_some_and(is_json) {
         let problem = Problem::new(
             ProblemKind::UnsupportedMediaType,
             "send the body as Content-Type: application/json (UTF-8)",
@@ -423,17 +436,12 @@ mod tests {
         Config::parse(test_config_json().as_bytes()).expect("valid")
     }
 
-    fn headers(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut h = vec![
-            (":method".to_owned(), method.to_owned()),
-            (":path".to_owned(), path.to_owned()),
-        ];
-        h.extend(
-            extra
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
-        );
-        h
+    fn headers(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        [(":method", method), (":path", path)]
+            .iter()
+            .chain(extra)
+            .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
+            .collect()
     }
 
     fn class(name: &str) -> usize {
@@ -444,7 +452,7 @@ mod tests {
             .expect("class")
     }
 
-    fn decide(h: &[(String, String)], end_of_stream: bool) -> HeadersVerdict {
+    fn decide(h: &[(String, Vec<u8>)], end_of_stream: bool) -> HeadersVerdict {
         on_headers(
             &config(),
             &RequestHeaders(h),
@@ -667,8 +675,9 @@ mod tests {
                 ("content-type", "application/json"),
             ],
         );
-        let decide =
-            |h: &[(String, String)]| on_headers(&config, &RequestHeaders(h), false, SECOND, &store);
+        let decide = |h: &[(String, Vec<u8>)]| {
+            on_headers(&config, &RequestHeaders(h), false, SECOND, &store)
+        };
         for _ in 0..20 {
             assert!(matches!(decide(&put), HeadersVerdict::AwaitBody { .. }));
         }
@@ -707,5 +716,59 @@ mod tests {
         let h = headers("GET", AGENT, &[("x-api-key", "guess")]);
         let _ = on_headers(&config(), &RequestHeaders(&h), true, SECOND, &store);
         assert!(store.entries.borrow().is_empty());
+    }
+
+    /// A valid PUT's headers with `name: value` added, `value` not being UTF-8.
+    fn put_with(name: &str, value: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut h = headers(
+            "PUT",
+            AGENT,
+            &[
+                ("x-api-key", TEST_KEY),
+                ("content-type", "application/json"),
+            ],
+        );
+        h.retain(|(n, _)| n != name);
+        h.push((name.to_owned(), value.to_vec()));
+        h
+    }
+
+    #[test]
+    fn a_header_value_that_is_not_utf8_is_passed_on_untouched() {
+        // RFC 9110 obs-text: octets from 0x80 up are allowed in field values.
+        let verdict = decide(&put_with("x-note", b"caf\xe9"), false);
+        assert!(
+            matches!(verdict, HeadersVerdict::AwaitBody { .. }),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn an_api_key_that_is_not_utf8_is_not_a_valid_key() {
+        let key = [TEST_KEY.as_bytes(), b"\xff"].concat();
+        let bearer = [b"Bearer ".as_slice(), &key].concat();
+        for h in [put_with("x-api-key", &key), {
+            let mut h = put_with("authorization", &bearer);
+            h.retain(|(n, _)| n != "x-api-key");
+            h
+        }] {
+            let reply = rejected(decide(&h, false));
+            assert_eq!(
+                (reply.status, reply.outcome),
+                (401, Outcome::Unauthenticated)
+            );
+            assert_eq!(problem(&reply)["detail"], "the API key is not valid");
+        }
+    }
+
+    #[test]
+    fn framing_headers_that_are_not_utf8_are_refused_precisely() {
+        let reply = rejected(decide(
+            &put_with("content-type", b"application/json\xff"),
+            false,
+        ));
+        assert_eq!(reply.status, 415);
+        let reply = rejected(decide(&put_with("content-length", b"1\xff"), false));
+        assert_eq!((reply.status, reply.outcome), (400, Outcome::BadRequest));
     }
 }

@@ -231,8 +231,10 @@ impl HttpContext for Request {
         let Some(shared) = self.shared.clone() else {
             return self.refuse();
         };
-        let (Ok(headers), Some(now)) = (hostcalls::get_map(MapType::HttpRequestHeaders), now_ns())
-        else {
+        // Values as bytes: the SDK's `get_map` unwraps each value as UTF-8 and so panics (and the
+        // VM with it, for every later request) on a legal obs-text value such as `caf\xe9`.
+        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
+        let (Ok(headers), Some(now)) = (headers, now_ns()) else {
             return self.refuse();
         };
         let headers = RequestHeaders(&headers);

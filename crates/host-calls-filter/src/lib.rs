@@ -62,7 +62,7 @@ mod proxy {
 
     impl HttpContext for Request {
         fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-            let headers = hostcalls::get_map(MapType::HttpRequestHeaders);
+            let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
             let now = hostcalls::get_current_time();
             std::hint::black_box((&headers, &now));
             if let Ok((value, Some(version))) = hostcalls::get_shared_data(STATE_KEY) {

@@ -99,8 +99,8 @@ impl LocalResponse {
 pub enum Exchange {
     /// The request went upstream with these headers and this body.
     Forwarded {
-        /// Request headers after the filter's edits.
-        headers: Vec<(String, String)>,
+        /// Request headers after the filter's edits (values are bytes, as in HTTP).
+        headers: Vec<(String, Vec<u8>)>,
         /// The request body.
         body: Vec<u8>,
     },
@@ -112,7 +112,7 @@ pub enum Exchange {
 
 #[derive(Default)]
 struct Request {
-    headers: Vec<(String, String)>,
+    headers: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
     local_response: Option<LocalResponse>,
 }
@@ -248,9 +248,9 @@ impl Vm {
 
     /// Runs one request through the filter. `headers` includes the pseudo-headers (`:method`,
     /// `:path`); a body, when given, is delivered in `chunks` parts.
-    pub fn request(
+    pub fn request<V: AsRef<[u8]>>(
         &mut self,
-        headers: &[(&str, &str)],
+        headers: &[(&str, V)],
         body: Option<&[u8]>,
         chunks: usize,
     ) -> Result<Exchange> {
@@ -260,7 +260,7 @@ impl Vm {
         self.store.data_mut().request = Request {
             headers: headers
                 .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .map(|(n, v)| ((*n).to_owned(), v.as_ref().to_vec()))
                 .collect(),
             ..Request::default()
         };
@@ -352,7 +352,7 @@ fn hand_over(
 
 /// proxy-wasm's header map encoding: count, (key length, value length) pairs, then each key and
 /// value followed by a NUL.
-fn encode_map(pairs: &[(String, String)]) -> Vec<u8> {
+fn encode_map(pairs: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
     for (n, v) in pairs {
@@ -362,7 +362,7 @@ fn encode_map(pairs: &[(String, String)]) -> Vec<u8> {
     for (n, v) in pairs {
         out.extend_from_slice(n.as_bytes());
         out.push(0);
-        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(v);
         out.push(0);
     }
     out
@@ -475,7 +475,7 @@ fn define_host_functions(linker: &mut Linker<VmState>) -> Result<()> {
                 .map(|(_, v)| v.clone());
             match value {
                 Some(value) => {
-                    hand_over(&mut c, value.as_bytes(), ret_ptr, ret_size)?;
+                    hand_over(&mut c, &value, ret_ptr, ret_size)?;
                     Ok(STATUS_OK)
                 }
                 None => Ok(STATUS_NOT_FOUND),
@@ -515,7 +515,7 @@ fn define_host_functions(linker: &mut Linker<VmState>) -> Result<()> {
                     return Ok(STATUS_BAD_ARGUMENT);
                 }
                 let key = read_str(&mut c, key_ptr, key_len)?;
-                let value = read_str(&mut c, value_ptr, value_len)?;
+                let value = read(&mut c, value_ptr, value_len)?;
                 let headers = &mut c.data_mut().request.headers;
                 if replace {
                     headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&key));
@@ -692,9 +692,13 @@ mod tests {
     #[test]
     fn header_maps_round_trip_through_the_abi_encoding() {
         let pairs = vec![
-            (":path".to_owned(), "/v1".to_owned()),
-            ("x-empty".to_owned(), String::new()),
+            (":path".to_owned(), b"/v1".to_vec()),
+            ("x-empty".to_owned(), Vec::new()),
         ];
-        assert_eq!(decode_map(&encode_map(&pairs)), pairs);
+        let decoded: Vec<(String, Vec<u8>)> = decode_map(&encode_map(&pairs))
+            .into_iter()
+            .map(|(name, value)| (name, value.into_bytes()))
+            .collect();
+        assert_eq!(decoded, pairs);
     }
 }
