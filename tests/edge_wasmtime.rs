@@ -167,6 +167,43 @@ fn header_values_that_are_not_utf8_pass_intact_and_the_vm_lives_on() {
     assert_eq!(problem(&response)["detail"], "the API key is not valid");
 }
 
+#[test]
+fn deeply_nested_bodies_are_refused_and_the_vm_lives_on() {
+    let host = host();
+    let mut vm = vm(&host);
+    let headers = [
+        (":method", "PUT"),
+        (":path", AGENT),
+        ("x-api-key", DEMO_KEY),
+        ("content-type", "application/json"),
+    ];
+    // Within the 64 KiB limit, far deeper than any parser should recurse.
+    let arrays = "[".repeat(60_000);
+    let objects = r#"{"domain":"#.repeat(5_000);
+    let members = format!(
+        r#"{{"domain":"sip.example.com","username":"1001","password":"p","x":{}}}"#,
+        "[".repeat(5_000)
+    );
+    for body in [arrays, objects, members] {
+        let response = responded(
+            vm.request(&headers, Some(body.as_bytes()), 1)
+                .expect("the VM does not trap"),
+        );
+        assert_eq!(
+            response.status,
+            400,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+    }
+    let body = br#"{"domain":"sip.example.com","username":"1001","password":"p"}"#;
+    let exchange = vm.request(&headers, Some(body), 1).expect("request runs");
+    assert!(
+        matches!(exchange, Exchange::Forwarded { .. }),
+        "{exchange:?}"
+    );
+}
+
 /// The `x-tenant-id` values the upstream would see for a request that sent `sent`.
 fn forwarded_tenants(vm: &mut Vm, path: &str, sent: &[&str]) -> Vec<String> {
     let mut headers = vec![(":method", "GET"), (":path", path), ("x-api-key", DEMO_KEY)];
