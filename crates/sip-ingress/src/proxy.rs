@@ -117,6 +117,30 @@ struct Dialog {
     since: Instant,
 }
 
+/// The header field values of a forwarded INVITE that its CANCEL and ACK repeat.
+#[derive(Debug, Clone)]
+struct InviteFields {
+    from: String,
+    to: String,
+    call_id: String,
+    cseq_number: String,
+}
+
+impl InviteFields {
+    fn of(head: &Head) -> Self {
+        Self {
+            from: value(head, "From").to_owned(),
+            to: value(head, "To").to_owned(),
+            call_id: value(head, "Call-ID").to_owned(),
+            cseq_number: value(head, "CSeq")
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct InviteTransaction {
     callee: SocketAddr,
@@ -125,6 +149,9 @@ struct InviteTransaction {
     branch: String,
     /// The forwarded INVITE's Request-URI.
     request_uri: String,
+    /// The forwarded INVITE's From, To, Call-ID and CSeq number, which the CANCEL and ACK the
+    /// proxy sends on this transaction repeat (RFC 3261 sections 9.1 and 17.1.1.3).
+    invite: InviteFields,
     /// The last response sent to the caller, resent on retransmissions.
     last_response: Vec<u8>,
     since: Instant,
@@ -148,7 +175,6 @@ struct Unanswered {
     /// The caller's CANCEL, held until the agent answers provisionally.
     cancel: Option<Outgoing>,
     caller: SocketAddr,
-    call_id: String,
 }
 
 impl Unanswered {
@@ -165,6 +191,7 @@ struct Prepared {
     key: String,
     branch: String,
     request_uri: String,
+    invite: InviteFields,
     forwarded: Vec<u8>,
     trying: Vec<u8>,
     timeout: Vec<u8>,
@@ -172,7 +199,6 @@ struct Prepared {
     caller: SocketAddr,
     caller_transport: Transport,
     hop_transport: Transport,
-    call_id: String,
 }
 
 /// An admitted INVITE whose next hop is a host name being looked up.
@@ -408,7 +434,7 @@ impl Proxy {
                     bytes: answer.clone(),
                 });
                 transaction.last_response = answer.clone();
-                self.dialogs.remove(&unanswered.call_id);
+                self.dialogs.remove(&transaction.invite.call_id);
                 transaction.unanswered = None;
                 events.push(Event::TimedOut);
                 continue;
@@ -690,6 +716,7 @@ impl Proxy {
             key,
             branch,
             request_uri: forward.agent_uri.clone(),
+            invite: InviteFields::of(head),
             forwarded: forward::forward(bytes, request, &edits),
             trying: trying.clone(),
             timeout: response::build(head, 408, &[]),
@@ -697,7 +724,6 @@ impl Proxy {
             caller: source,
             caller_transport: transport,
             hop_transport: hop.transport,
-            call_id: value(head, "Call-ID").to_owned(),
         };
         let trying = Outgoing {
             to: source,
@@ -757,6 +783,7 @@ impl Proxy {
             key,
             branch,
             request_uri,
+            invite,
             forwarded,
             trying,
             timeout,
@@ -764,8 +791,8 @@ impl Proxy {
             caller,
             caller_transport,
             hop_transport,
-            call_id,
         } = prepared;
+        let call_id = invite.call_id.clone();
         let unanswered = Unanswered {
             forwarded: forwarded.clone(),
             retransmit_at: (hop_transport == Transport::Udp).then(|| now + self.t1),
@@ -775,7 +802,6 @@ impl Proxy {
             terminated,
             cancel: None,
             caller,
-            call_id: call_id.clone(),
         };
         self.timers
             .push(Reverse((unanswered.next_deadline(), key.clone())));
@@ -787,6 +813,7 @@ impl Proxy {
                 callee_transport: hop_transport,
                 branch,
                 request_uri,
+                invite,
                 last_response: trying,
                 since: now,
                 unanswered: Some(unanswered),
@@ -831,7 +858,7 @@ impl Proxy {
         let Some(transaction) = self.invites.get(&key) else {
             return Self::answer(head, source, 481, &[]);
         };
-        let cancel = self.hop_request("CANCEL", head, transaction);
+        let cancel = self.hop_request("CANCEL", &transaction.invite.to, transaction);
         let mut out = vec![Outgoing {
             to: source,
             transport: Transport::Udp,
@@ -908,7 +935,9 @@ impl Proxy {
                 .and_then(|f| split_list(&f.value).into_iter().next())
                 .unwrap_or_default(),
         };
-        let Some(to) = response_target(&next_via) else {
+        // A next Via naming the ingress again is forged or garbled (a request that passed
+        // through twice was refused with 482): relaying would send the response to ourselves.
+        let Some(to) = response_target(&next_via).filter(|to| *to != self.local) else {
             return (Vec::new(), Event::Dropped);
         };
         let mut relayed = Vec::with_capacity(bytes.len());
@@ -932,7 +961,7 @@ impl Proxy {
             if let Some(key) = key {
                 if response.code >= 300 {
                     if let Some(transaction) = self.invites.get(&key) {
-                        out.push(self.hop_request("ACK", head, transaction));
+                        out.push(self.hop_request("ACK", value(head, "To"), transaction));
                     }
                     self.dialogs.remove(value(head, "Call-ID"));
                 }
@@ -958,17 +987,19 @@ impl Proxy {
 
     /// A hop-by-hop request the proxy sends itself on a forwarded INVITE's transaction: the
     /// CANCEL it relays and the ACK for a non-2xx final response (RFC 3261 sections 9.1, 16.10,
-    /// 17.1.1.3). Same Request-URI and branch as the forwarded INVITE, From, To and Call-ID
-    /// from `head`, the INVITE's CSeq number.
-    fn hop_request(&self, method: &str, head: &Head, transaction: &InviteTransaction) -> Outgoing {
+    /// 17.1.1.3). Same Request-URI, branch, From, Call-ID and CSeq number as the forwarded
+    /// INVITE; `to` is the INVITE's To for a CANCEL and the response's (with the agent's tag)
+    /// for an ACK.
+    fn hop_request(&self, method: &str, to: &str, transaction: &InviteTransaction) -> Outgoing {
+        let invite = &transaction.invite;
         let request = format!(
             "{method} {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             transaction.request_uri,
             self.our_via(transaction.callee_transport, &transaction.branch),
-            value(head, "From"),
-            value(head, "To"),
-            value(head, "Call-ID"),
-            value(head, "CSeq").split_whitespace().next().unwrap_or("1"),
+            invite.from,
+            to,
+            invite.call_id,
+            invite.cseq_number,
         );
         Outgoing {
             to: transaction.callee,
@@ -1241,6 +1272,54 @@ mod tests {
             ),
             "the CANCEL matches the forwarded INVITE"
         );
+    }
+
+    #[test]
+    fn the_ack_for_a_failure_repeats_the_invite_and_takes_only_to_from_the_answer() {
+        let mut proxy = proxy(100, 100);
+        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let now = Instant::now();
+        let (out, _) = proxy.on_message(&invite(7), caller, Transport::Udp, now);
+        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        // An agent that rewrites From in its answer must not change the ACK's From.
+        let busy = String::from_utf8(agent_answer(&forwarded, "486 Busy Here", 7))
+            .expect("text")
+            .replace(
+                "From: <sip:+15551230000@pbx>;tag=1",
+                "From: \"Rewritten\" <sip:other@pbx>;tag=1",
+            );
+        let (out, event) = proxy.on_message(busy.as_bytes(), agent, Transport::Udp, now);
+        assert_eq!(event, Event::ResponseRelayed);
+        assert_eq!(out.len(), 2, "the 486 relayed and the ACK sent");
+        assert_eq!(out[1].to, agent);
+        let ack = text(&out[1]);
+        assert!(
+            ack.starts_with("ACK sip:sales@127.0.0.1:5090 SIP/2.0\r\n"),
+            "{ack}"
+        );
+        for field in [
+            "From: <sip:+15551230000@pbx>;tag=1\r\n",
+            "To: <sip:sales@127.0.0.1>;tag=a\r\n",
+            "Call-ID: flood-7\r\n",
+            "CSeq: 1 ACK\r\n",
+        ] {
+            assert!(ack.contains(field), "{field:?} missing from\n{ack}");
+        }
+    }
+
+    #[test]
+    fn a_response_whose_next_via_is_the_ingress_again_is_dropped_not_sent_to_itself() {
+        let mut proxy = proxy(100, 100);
+        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let now = Instant::now();
+        let (out, _) = proxy.on_message(&invite(8), caller, Transport::Udp, now);
+        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let ringing = String::from_utf8(agent_answer(&forwarded, "180 Ringing", 8)).expect("text");
+        let our_via = ringing.lines().nth(1).expect("our via").to_owned();
+        let doubled = ringing.replacen(&our_via, &format!("{our_via}\r\n{our_via}"), 1);
+        let (out, event) = proxy.on_message(doubled.as_bytes(), agent, Transport::Udp, now);
+        assert_eq!(event, Event::Dropped);
+        assert!(out.is_empty(), "sent {:?}", out.first().map(text));
     }
 
     #[test]

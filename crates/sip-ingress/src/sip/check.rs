@@ -14,8 +14,10 @@
 //!   `<>`: 400 rather than guessing.
 //! * A Contact addr-spec carrying `?headers` outside `<>`: 400.
 //! * An unknown method is not refused here; routing decides (404 for unknown URIs).
-//! * Responses with an impossible status code or CSeq, or whose next Via is a broadcast
-//!   address, are dropped.
+//! * Responses with an impossible status code or CSeq, without a field every message needs,
+//!   with a malformed From or To, or whose next Via is a broadcast address, are dropped: the
+//!   proxy repeats a response's To in the ACK it sends for a failure, and relays nothing it
+//!   could not itself send.
 
 use std::net::IpAddr;
 
@@ -154,8 +156,16 @@ fn classify_response(head: Head, frame: Frame) -> Verdict {
         Ok(code) if code.to_string().len() == 3 && (100..=699).contains(&code) => code,
         _ => return Verdict::Drop(format!("bad status code {code:?}")),
     };
+    if let Some(name) = REQUIRED.iter().find(|name| head.first(name).is_none()) {
+        return Verdict::Drop(format!("a response without {name}"));
+    }
     if let Err(e) = check_cseq(&head, None) {
         return Verdict::Drop(e.detail);
+    }
+    for name in ["From", "To"] {
+        if let Some(Err(e)) = head.first(name).map(|f| check_name_addr(&f.value)) {
+            return Verdict::Drop(format!("{name}: {e}"));
+        }
     }
     let vias: Vec<String> = head.all("Via").flat_map(|f| split_list(&f.value)).collect();
     if vias.is_empty() {
@@ -466,4 +476,56 @@ fn closing_quote(rest: &str) -> Option<usize> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RINGING: &str = "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKp\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKc\r\nFrom: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:sales@127.0.0.1>;tag=a\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+
+    fn with(from: &str, to: &str) -> Vec<u8> {
+        RINGING.replace(from, to).into_bytes()
+    }
+
+    #[test]
+    fn a_well_formed_response_is_handed_on() {
+        assert!(matches!(
+            classify_datagram(RINGING.as_bytes()),
+            Verdict::Response(Response { code: 180, .. })
+        ));
+    }
+
+    #[test]
+    fn responses_without_a_field_every_message_needs_are_dropped() {
+        for field in [
+            "From: <sip:+15551230000@pbx>;tag=1\r\n",
+            "To: <sip:sales@127.0.0.1>;tag=a\r\n",
+            "Call-ID: c1\r\n",
+            "CSeq: 1 INVITE\r\n",
+        ] {
+            assert!(
+                matches!(classify_datagram(&with(field, "")), Verdict::Drop(_)),
+                "kept without {field:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn responses_with_a_malformed_from_or_to_are_dropped() {
+        for (from, to) in [
+            ("To: <sip:sales@127.0.0.1>", "To: <sip:sal"),
+            (
+                "To: <sip:sales@127.0.0.1>",
+                "To: \"Sales <sip:sales@127.0.0.1>",
+            ),
+            (
+                "From: <sip:+15551230000@pbx>",
+                "From: \" <sip:+15551230000@pbx>",
+            ),
+        ] {
+            let verdict = classify_datagram(&with(from, to));
+            assert!(matches!(verdict, Verdict::Drop(_)), "{to:?}: {verdict:?}");
+        }
+    }
 }
