@@ -61,7 +61,9 @@ impl Connection {
     /// Sends raw request bytes as they are (for requests a well-behaved client would not make).
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<Response> {
         self.writer.write_all(bytes)?;
-        self.read_response()
+        // The answer to HEAD has no content, whatever its Content-Length says (RFC 9110
+        // section 9.3.2).
+        self.read_response(!bytes.starts_with(b"HEAD "))
     }
 
     /// Sends a request with a Content-Length body (when `body` is given).
@@ -85,7 +87,7 @@ impl Connection {
         self.send_raw(&bytes)
     }
 
-    fn read_response(&mut self) -> std::io::Result<Response> {
+    fn read_response(&mut self, with_content: bool) -> std::io::Result<Response> {
         let invalid =
             |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
         let mut line = String::new();
@@ -111,7 +113,9 @@ impl Connection {
         let chunked = headers
             .iter()
             .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-        let body = if chunked {
+        let body = if !with_content {
+            Vec::new()
+        } else if chunked {
             self.read_chunked()?
         } else {
             let length: usize = headers

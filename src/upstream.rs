@@ -1,5 +1,5 @@
-//! An HTTP/1.1 upstream for tests that answers each request with `200 {"ok":true}` and records
-//! it byte for byte, or (for load) only counts it.
+//! An HTTP/1.1 upstream for tests that answers each request with `200 {"ok":true}` (without the
+//! content for HEAD) and records it byte for byte, or (for load) only counts it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -161,10 +161,17 @@ fn serve(stream: TcpStream, seen: Option<&Mutex<Vec<Recorded>>>, count: &AtomicU
             return;
         }
         count.fetch_add(1, Ordering::SeqCst);
+        let head_request = received.head.starts_with(b"HEAD ");
         if let Some(Ok(mut seen)) = seen.map(Mutex::lock) {
             seen.push(Recorded { body, ..received });
         }
         let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
+        // The answer to HEAD is the answer to GET without its content (RFC 9110 section 9.3.2).
+        let reply = if head_request {
+            &reply[..reply.len() - 11]
+        } else {
+            &reply[..]
+        };
         if writer.write_all(reply).is_err() {
             return;
         }

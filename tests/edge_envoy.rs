@@ -118,7 +118,7 @@ fn edge_filter_in_envoy() {
         None,
     );
     assert_problem(&r, 405, "method-not-allowed");
-    assert_eq!(r.header("allow"), Some("GET, POST"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"));
 
     // 400 naming the path parameter.
     let r = edge.send(
@@ -220,6 +220,13 @@ fn edge_filter_in_envoy() {
     );
     assert_eq!(r.status, 200);
 
+    // HEAD is served by a GET route, under the same key and limit; its answers have no content.
+    let r = edge.send("head", "HEAD", "/v1/sip/ip-access-list", &[demo], None);
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    let r = edge.send("head-no-key", "HEAD", "/v1/sip/ip-access-list", &[], None);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+
     // A field value may be obs-text (RFC 9110), which is not UTF-8: passed on byte for byte,
     // and the worker's filter goes on serving the same connection. Not UTF-8 in the key: 401.
     let obs_text = |key: &[u8]| {
@@ -251,10 +258,15 @@ fn edge_filter_in_envoy() {
         .collect();
     assert_eq!(
         cases,
-        ["valid-put", "valid-get", "obs-text", "obs-text"],
+        ["valid-put", "valid-get", "head", "obs-text", "obs-text"],
         "the upstream saw a rejected request"
     );
-    assert_eq!(seen[2].header_bytes("x-note"), [b"caf\xe9"]);
+    assert_eq!(
+        seen[2].request_line(),
+        "HEAD /v1/sip/ip-access-list HTTP/1.1"
+    );
+    assert_eq!(seen[2].header_values("x-tenant-id"), ["demo"]);
+    assert_eq!(seen[3].header_bytes("x-note"), [b"caf\xe9"]);
     let put = &seen[0];
     assert_eq!(put.body, body.as_bytes(), "body forwarded byte-identical");
     assert_eq!(put.request_line(), format!("PUT {AGENT} HTTP/1.1"));
@@ -315,7 +327,7 @@ fn edge_filter_in_envoy() {
             .copied()
             .unwrap_or_default()
     };
-    assert_eq!(stat("read.unauthenticated"), 3);
+    assert_eq!(stat("read.unauthenticated"), 4);
     assert_eq!(stat("none.unknown_route"), 1);
     assert_eq!(stat("none.method_not_allowed"), 1);
     assert_eq!(stat("read.bad_parameter"), 1);
@@ -323,7 +335,7 @@ fn edge_filter_in_envoy() {
     assert_eq!(stat("write.too_large"), 2);
     assert_eq!(stat("write.invalid_body"), 2);
     assert_eq!(stat("write.allowed"), 1);
-    assert_eq!(stat("read.allowed"), 3 + admitted);
+    assert_eq!(stat("read.allowed"), 4 + admitted);
     assert_eq!(stat("read.rate_limited"), limited);
     for name in stats.keys().filter(|n| n.starts_with("wasmcustom")) {
         assert!(

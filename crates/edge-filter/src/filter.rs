@@ -261,9 +261,11 @@ pub fn on_headers(
     let full_path = headers.text(":path").unwrap_or_default();
     let path = full_path.split(['?', '#']).next().unwrap_or_default();
 
-    // 1. Route.
+    // 1. Route. HEAD is GET without the content (RFC 9110 section 9.3.2): a GET route serves
+    // it, unless a HEAD route of its own matches.
     let mut allowed_methods: Vec<&str> = Vec::new();
     let mut found = None;
+    let mut get_for_head = None;
     for route in &config.routes {
         let matched = route.template.matches(path);
         if matched == Match::No {
@@ -273,9 +275,17 @@ pub fn on_headers(
             found = Some((route, matched));
             break;
         }
-        allowed_methods.push(&route.method);
+        let also_head = (route.method == "GET").then_some("HEAD");
+        for allowed in std::iter::once(route.method.as_str()).chain(also_head) {
+            if !allowed_methods.contains(&allowed) {
+                allowed_methods.push(allowed);
+            }
+        }
+        if method == "HEAD" && route.method == "GET" && get_for_head.is_none() {
+            get_for_head = Some((route, matched));
+        }
     }
-    let Some((route, matched)) = found else {
+    let Some((route, matched)) = found.or(get_for_head) else {
         if !allowed_methods.is_empty() {
             let problem = Problem::new(
                 ProblemKind::MethodNotAllowed,
@@ -556,8 +566,55 @@ mod tests {
         assert!(
             reply
                 .headers
-                .contains(&("allow".into(), "POST, GET".into()))
+                .contains(&("allow".into(), "POST, GET, HEAD".into()))
         );
+    }
+
+    #[test]
+    fn head_is_served_by_the_get_route_and_counted_with_it() {
+        let head = headers("HEAD", AGENT, &[("x-api-key", TEST_KEY)]);
+        let store = MemoryStore::default();
+        let config = config();
+        let read = class("read");
+        for n in 0..100 {
+            let verdict = on_headers(&config, &RequestHeaders(&head), true, SECOND + n, &store);
+            assert_eq!(
+                verdict,
+                HeadersVerdict::Forward {
+                    tenant: "demo".into(),
+                    class: read,
+                }
+            );
+        }
+        let get = headers("GET", AGENT, &[("x-api-key", TEST_KEY)]);
+        let reply = rejected(on_headers(
+            &config,
+            &RequestHeaders(&get),
+            true,
+            SECOND + 100,
+            &store,
+        ));
+        assert_eq!(
+            reply.status, 429,
+            "HEAD spent the read class's burst of 100"
+        );
+
+        let bad = headers(
+            "HEAD",
+            "/v1/agents/nope/sip-registration",
+            &[("x-api-key", TEST_KEY)],
+        );
+        assert_eq!(rejected(decide(&bad, true)).status, 400);
+        let reply = rejected(decide(
+            &headers(
+                "HEAD",
+                "/v1/sip/ip-access-list/x1",
+                &[("x-api-key", TEST_KEY)],
+            ),
+            true,
+        ));
+        assert_eq!(reply.status, 405);
+        assert!(reply.headers.contains(&("allow".into(), "DELETE".into())));
     }
 
     #[test]
