@@ -14,44 +14,39 @@ use governor::Quota;
 use proptest::prelude::*;
 use sip_ingress::admission::Transport;
 use sip_ingress::admission::oracle::NativeRules;
-use sip_ingress::config::Config;
+use sip_ingress::config::{Config, DEMO};
 use sip_ingress::proxy::{DEFAULT_T1, Outgoing, Proxy};
 use sip_ingress::sip::check::{Verdict, classify_datagram};
 use sip_ingress::sip::frame::frame_datagram;
 
-const WORLD: &str = r#"
-[sip]
-udp = ["127.0.0.1:5060"]
-
-[[tenants]]
-id = "demo"
-access = ["127.0.0.1/32", "::1/128"]
-
-[[tenants.agents]]
-id = "sales"
-username = "sales"
-number = "+15550100001"
-uri = "sip:sales@127.0.0.1:5090"
-dest_user = "sales.desk"
-
-[[tenants.agents]]
-id = "support"
-username = "support"
-uri = "sip:support@127.0.0.1:5090"
-route = "127.0.0.1:5090;transport=tcp;proxyAddress=127.0.0.1:5091"
-
+/// The demo world, with two more agents for the demo's second tenant (`acme`, whose callers
+/// come from 127.0.0.4): one at a host name, so INVITEs wait for lookups, and one behind a
+/// proxy reached over TCP.
+fn world() -> String {
+    format!(
+        r#"{DEMO}
 [[tenants.agents]]
 id = "named"
 username = "named"
 uri = "sip:named@agent.example:5090"
-"#;
 
-/// Valid requests a caller at 127.0.0.1:5070 sends, by template. `{n}` is one of
-/// [`CALLS`] call numbers, so later steps retransmit, cancel, acknowledge and end earlier calls.
+[[tenants.agents]]
+id = "desk"
+username = "desk"
+uri = "sip:desk@127.0.0.1:5090"
+route = "127.0.0.1:5090;transport=tcp;proxyAddress=127.0.0.1:5091"
+"#
+    )
+}
+
+/// Valid requests a caller sends (from port 5070 of 127.0.0.1, a demo source, or 127.0.0.4,
+/// an acme one), by template. `{n}` is one of [`CALLS`] call numbers, so later steps
+/// retransmit, cancel, acknowledge and end earlier calls.
 const CALLS: usize = 3;
-const REQUESTS: [&str; 6] = [
+const REQUESTS: [&str; 7] = [
     "INVITE sip:sales@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{n}\r\nMax-Forwards: 70\r\nFrom: \"Caller\" <sip:+15551230000@pbx>;tag=c{n}\r\nTo: <sip:sales@127.0.0.1>\r\nCall-ID: call-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:+15551230000@127.0.0.1:5070>\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
     "INVITE sip:named@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{n}\r\nFrom: <sip:+15551230000@pbx>;tag=c{n}\r\nTo: <sip:support@127.0.0.1>\r\nCall-ID: call-{n}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    "INVITE sip:desk@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{n}\r\nFrom: <sip:+15551230000@pbx>;tag=c{n}\r\nTo: <sip:support@127.0.0.1>\r\nCall-ID: call-{n}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
     "CANCEL sip:sales@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{n}\r\nFrom: <sip:+15551230000@pbx>;tag=c{n}\r\nTo: <sip:sales@127.0.0.1>\r\nCall-ID: call-{n}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
     "BYE sip:sales@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye{n}\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:+15551230000@pbx>;tag=c{n}\r\nTo: <sip:sales@127.0.0.1>;tag=a{n}\r\nCall-ID: call-{n}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
     "ACK sip:sales@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKack{n}\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:+15551230000@pbx>;tag=c{n}\r\nTo: <sip:sales@127.0.0.1>;tag=a{n}\r\nCall-ID: call-{n}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
@@ -213,7 +208,7 @@ fn ingress() -> SocketAddr {
 }
 
 fn proxy() -> Proxy {
-    let config = Config::parse(WORLD).expect("the test world is valid");
+    let config = Config::parse(&world()).expect("the test world is valid");
     let rules = NativeRules::new(&config).expect("rules");
     let unlimited = NonZeroU32::new(1_000_000).expect("non-zero");
     Proxy::new(
