@@ -118,7 +118,7 @@ struct Dialog {
 }
 
 /// The header field values of a forwarded INVITE that its CANCEL and ACK repeat.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct InviteFields {
     from: String,
     to: String,

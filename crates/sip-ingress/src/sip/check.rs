@@ -484,8 +484,9 @@ mod tests {
 
     const RINGING: &str = "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKp\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKc\r\nFrom: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:sales@127.0.0.1>;tag=a\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
 
-    fn with(from: &str, to: &str) -> Vec<u8> {
-        RINGING.replace(from, to).into_bytes()
+    /// [`RINGING`] with `field` replaced by `replacement`.
+    fn with(field: &str, replacement: &str) -> Vec<u8> {
+        RINGING.replace(field, replacement).into_bytes()
     }
 
     #[test]
@@ -513,7 +514,7 @@ mod tests {
 
     #[test]
     fn responses_with_a_malformed_from_or_to_are_dropped() {
-        for (from, to) in [
+        for (field, malformed) in [
             ("To: <sip:sales@127.0.0.1>", "To: <sip:sal"),
             (
                 "To: <sip:sales@127.0.0.1>",
@@ -524,8 +525,11 @@ mod tests {
                 "From: \" <sip:+15551230000@pbx>",
             ),
         ] {
-            let verdict = classify_datagram(&with(from, to));
-            assert!(matches!(verdict, Verdict::Drop(_)), "{to:?}: {verdict:?}");
+            let verdict = classify_datagram(&with(field, malformed));
+            assert!(
+                matches!(verdict, Verdict::Drop(_)),
+                "{malformed:?}: {verdict:?}"
+            );
         }
     }
 }
