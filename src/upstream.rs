@@ -128,12 +128,24 @@ impl Drop for Upstream {
     }
 }
 
+/// The content of every answer but HEAD's.
+const CONTENT: &[u8] = b"{\"ok\":true}";
+
 fn serve(stream: TcpStream, seen: Option<&Mutex<Vec<Recorded>>>, count: &AtomicU64) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
     let mut reader = BufReader::new(stream);
+    let answer = [
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            CONTENT.len()
+        )
+        .as_bytes(),
+        CONTENT,
+    ]
+    .concat();
     loop {
         let mut head = Vec::new();
         loop {
@@ -165,12 +177,11 @@ fn serve(stream: TcpStream, seen: Option<&Mutex<Vec<Recorded>>>, count: &AtomicU
         if let Some(Ok(mut seen)) = seen.map(Mutex::lock) {
             seen.push(Recorded { body, ..received });
         }
-        let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
         // The answer to HEAD is the answer to GET without its content (RFC 9110 section 9.3.2).
         let reply = if head_request {
-            &reply[..reply.len() - 11]
+            &answer[..answer.len() - CONTENT.len()]
         } else {
-            &reply[..]
+            &answer[..]
         };
         if writer.write_all(reply).is_err() {
             return;

@@ -277,61 +277,50 @@ fn body(route: usize, secret: String) -> BoxedStrategy<Option<Vec<u8>>> {
     }
 }
 
-/// A request for one of the demo routes, with (usually) one thing wrong with it, presenting
-/// (usually) the demo key `key`, at most `pace_ns` after the previous one.
+/// Methods a client may try on any route.
+const METHODS: [&str; 8] = [
+    "GET", "PUT", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS", "FOO",
+];
+
+prop_compose! {
+    /// A request for demo route `route`, with (usually) one thing wrong with it, presenting
+    /// (usually) the demo key `key`, at most `pace_ns` after the previous one.
+    fn route_request(route: usize, secret: String, key: usize, pace_ns: u64)(
+        method in prop_oneof![
+            12 => Just(ROUTES[route].0),
+            1 => prop::sample::select(METHODS.to_vec()),
+        ],
+        path in path(route),
+        credential in credential(key),
+        content_type in prop_oneof![
+            12 => Just(Some(b"application/json".to_vec())),
+            1 => Just(None),
+            1 => bytes_like(vec![
+                "application/json; charset=utf-8",
+                "Application/JSON",
+                "application/problem+json",
+                "text/plain",
+            ])
+            .prop_map(Some),
+        ],
+        content_length in prop_oneof![
+            12 => Just(Length::Right),
+            1 => Just(Length::Absent),
+            1 => bytes_like(vec!["0", "12", "65536", "65537", "99999999999999999999", "-1", " 7 "])
+                .prop_map(Length::Given),
+        ],
+        tenant_headers in 0usize..3,
+        body in body(route, secret),
+        after_ns in 0..pace_ns,
+    ) -> Request {
+        let method = method.to_owned();
+        Request { method, path, credential, content_type, content_length, tenant_headers, body, after_ns }
+    }
+}
+
+/// A request for any demo route, as [`route_request`] makes them.
 fn request(secret: String, key: usize, pace_ns: u64) -> impl Strategy<Value = Request> {
-    (0..ROUTES.len()).prop_flat_map(move |route| {
-        let others = vec![
-            "GET", "PUT", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS", "FOO",
-        ];
-        (
-            prop_oneof![12 => Just(ROUTES[route].0), 1 => prop::sample::select(others)],
-            path(route),
-            credential(key),
-            prop_oneof![
-                12 => Just(Some(b"application/json".to_vec())),
-                1 => Just(None),
-                1 => bytes_like(vec![
-                    "application/json; charset=utf-8",
-                    "Application/JSON",
-                    "application/problem+json",
-                    "text/plain",
-                ]).prop_map(Some),
-            ],
-            prop_oneof![
-                12 => Just(Length::Right),
-                1 => Just(Length::Absent),
-                1 => bytes_like(vec!["0", "12", "65536", "65537", "99999999999999999999", "-1", " 7 "])
-                    .prop_map(Length::Given),
-            ],
-            0usize..3,
-            body(route, secret.clone()),
-            0..pace_ns,
-        )
-            .prop_map(
-                |(
-                    method,
-                    path,
-                    credential,
-                    content_type,
-                    content_length,
-                    tenant_headers,
-                    body,
-                    after_ns,
-                )| {
-                    Request {
-                        method: method.to_owned(),
-                        path,
-                        credential,
-                        content_type,
-                        content_length,
-                        tenant_headers,
-                        body,
-                        after_ns,
-                    }
-                },
-            )
-    })
+    (0..ROUTES.len()).prop_flat_map(move |route| route_request(route, secret.clone(), key, pace_ns))
 }
 
 impl Request {
