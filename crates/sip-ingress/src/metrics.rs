@@ -41,7 +41,7 @@ const FAMILIES: [(&str, &str, &str); 12] = [
     (
         "sip_ingress_invite_timers_total",
         "counter",
-        "Forwarded INVITEs retransmitted to a silent agent (Timer A) and callers answered 408 when it stayed silent (Timer B)",
+        "Forwarded INVITE timers that fired: retransmissions to a silent agent (Timer A), callers answered when it stayed silent (Timer B), agents cancelled for ringing too long (Timer C), callers answered when a cancelled agent gave no final answer (cancel)",
     ),
     (
         "sip_ingress_invites_awaiting_name_total",
@@ -155,9 +155,17 @@ impl Metrics {
                 "sip_ingress_invite_timers_total",
                 "timer=\"A\",action=\"retransmitted\"".to_owned(),
             ),
-            Event::TimedOut => self.add(
+            Event::TimedOut(code) => self.add(
                 "sip_ingress_invite_timers_total",
-                "timer=\"B\",action=\"answered_408\"".to_owned(),
+                format!("timer=\"B\",action=\"answered_{code}\""),
+            ),
+            Event::RangTooLong => self.add(
+                "sip_ingress_invite_timers_total",
+                "timer=\"C\",action=\"cancelled\"".to_owned(),
+            ),
+            Event::CancelUnanswered(code) => self.add(
+                "sip_ingress_invite_timers_total",
+                format!("timer=\"cancel\",action=\"answered_{code}\""),
             ),
         }
     }
@@ -226,7 +234,9 @@ mod tests {
         metrics.event(&Event::Answered(404));
         metrics.event(&Event::Dropped);
         metrics.event(&Event::Retransmitted);
-        metrics.event(&Event::TimedOut);
+        metrics.event(&Event::TimedOut(408));
+        metrics.event(&Event::RangTooLong);
+        metrics.event(&Event::CancelUnanswered(487));
         metrics.event(&Event::AwaitingName);
         metrics.policy_in_force("ab12");
         metrics.policy_in_force("cd34");
@@ -240,6 +250,8 @@ mod tests {
             "sip_ingress_admission_total{decision=\"refuse\",reason=\"from_not_e164\"} 1",
             "sip_ingress_invite_timers_total{timer=\"A\",action=\"retransmitted\"} 1",
             "sip_ingress_invite_timers_total{timer=\"B\",action=\"answered_408\"} 1",
+            "sip_ingress_invite_timers_total{timer=\"C\",action=\"cancelled\"} 1",
+            "sip_ingress_invite_timers_total{timer=\"cancel\",action=\"answered_487\"} 1",
             "sip_ingress_invites_awaiting_name_total 1",
             "sip_ingress_answers_total{code=\"404\"} 1",
             "sip_ingress_dropped_total 1",

@@ -10,14 +10,17 @@
 //!   else gets 481 (an ACK is dropped). The Route naming the ingress is consumed.
 //! * CANCEL is answered 200 and sent on to the agent with the INVITE's branch, once the agent
 //!   has answered the INVITE provisionally (RFC 3261 section 9.1: not before); if it never does,
-//!   the caller gets 487 when Timer B fires.
+//!   the caller gets 487 when Timer B fires, and if it gives no final answer within 64xT1 of the
+//!   CANCEL, the caller gets 487 then.
 //! * Responses are relayed by popping our Via and sending to the next one's `received`/`rport`
 //!   or sent-by. For a non-2xx final answer to an INVITE the proxy sends the ACK itself and
 //!   absorbs the caller's (RFC 3261 section 17.1.1.3).
 //! * A forwarded INVITE is retransmitted to the agent after T1, 2xT1, 4xT1... until the agent
 //!   answers at all, and if it has not answered after 64xT1 the caller gets 408 Request Timeout
-//!   (RFC 3261 section 17.1.1.2, Timers A and B; over TCP, which is reliable, only B).
-//!   [`Proxy::on_timers`] does it; [`Proxy::next_timer`] says when.
+//!   (RFC 3261 section 17.1.1.2, Timers A and B; over TCP, which is reliable, only B). An agent
+//!   that rings (answers provisionally) for [`TIMER_C`] without a final answer is sent a CANCEL
+//!   (RFC 3261 section 16.8), and the caller gets its 487, or a 408 from the ingress if the agent
+//!   stays silent for 64xT1 more. [`Proxy::on_timers`] does it; [`Proxy::next_timer`] says when.
 //! * Agents are reached over UDP, or over TCP when their next hop says `transport=tcp` (the
 //!   transport loop opens the connection, see [`Outgoing::transport`]); when the caller's and
 //!   the agent's transports differ the Record-Route is doubled (RFC 5658).
@@ -33,7 +36,9 @@
 //! * Before any of this, out-of-dialog requests pass a per-source flood limit (governor, keyed by
 //!   IP): over it, a source some tenant allows gets 503 with Retry-After, any other nothing.
 //!
-//! State (dialogs, INVITE transactions) is bounded in number and expires.
+//! State (dialogs, INVITE transactions) is bounded in number and expires: an INVITE
+//! transaction lasts until its final answer, which its timers guarantee, and is then kept long
+//! enough to absorb retransmissions.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -52,9 +57,12 @@ use crate::sip::forward::{self, Edits};
 use crate::sip::head::Head;
 use crate::sip::{response, uri};
 
-/// How long an INVITE transaction is remembered at least (64 x the default T1, RFC 3261 Timer
-/// B); longer when a larger T1 makes Timer B fire later.
+/// How long an ended INVITE transaction is remembered, to absorb retransmissions, at least
+/// (64 x the default T1, as RFC 3261 Timers D and H); longer when a larger T1 asks for it.
 const TRANSACTION_LIFETIME: Duration = Duration::from_secs(32);
+/// Timer C (RFC 3261 section 16.8, "larger than 3 minutes"): how long an agent may answer a
+/// forwarded INVITE provisionally (ring) without a final answer before it is sent a CANCEL.
+pub const TIMER_C: Duration = Duration::from_secs(3 * 60 + 1);
 /// RFC 3261's default T1, the round-trip time estimate.
 pub const DEFAULT_T1: Duration = Duration::from_millis(500);
 /// The refusal reason of an INVITE whose agent cannot be reached.
@@ -95,8 +103,16 @@ pub enum Event {
     AwaitingName,
     /// A forwarded INVITE the agent has not answered was sent again (Timer A).
     Retransmitted,
-    /// The agent never answered a forwarded INVITE; the caller got 408 (Timer B).
-    TimedOut,
+    /// The agent never answered a forwarded INVITE; the caller got this answer: 408, or 487
+    /// when it had cancelled (Timer B).
+    TimedOut(u16),
+    /// The agent answered a forwarded INVITE provisionally but not finally until Timer C fired:
+    /// it was sent a CANCEL (RFC 3261 section 16.8).
+    RangTooLong,
+    /// The agent did not answer a cancelled INVITE finally within 64xT1 of the CANCEL: the
+    /// caller got this answer (487 when it had cancelled, else 408) and the transaction ended
+    /// (RFC 3261 section 9.1).
+    CancelUnanswered(u16),
     /// An in-dialog request or a CANCEL was relayed.
     Relayed,
     /// A response was relayed.
@@ -143,6 +159,7 @@ impl InviteFields {
 
 #[derive(Debug)]
 struct InviteTransaction {
+    caller: SocketAddr,
     callee: SocketAddr,
     callee_transport: Transport,
     /// Our branch on the forwarded INVITE (CANCEL and our ACK reuse it).
@@ -154,9 +171,128 @@ struct InviteTransaction {
     invite: InviteFields,
     /// The last response sent to the caller, resent on retransmissions.
     last_response: Vec<u8>,
-    since: Instant,
-    /// Set until the agent answers anything.
-    unanswered: Option<Unanswered>,
+    /// The answers the ingress gives the caller itself when the agent gives no final one: 408,
+    /// or 487 once the caller has cancelled.
+    timeout: Vec<u8>,
+    terminated: Vec<u8>,
+    /// Whether the caller sent a CANCEL.
+    cancelled: bool,
+    /// When Timer C fires: set when the INVITE is forwarded, reset by every provisional answer
+    /// but 100 (RFC 3261 sections 16.6 and 16.7).
+    timer_c: Instant,
+    phase: Phase,
+}
+
+impl InviteTransaction {
+    /// Timer B, or the end of a CANCEL's wait: the caller gets the ingress's own final answer
+    /// (487 when it cancelled, else 408) and the transaction ends.
+    fn give_up(&mut self, now: Instant, out: &mut Vec<Outgoing>) -> Event {
+        let (code, answer) = if self.cancelled {
+            (487, &self.terminated)
+        } else {
+            (408, &self.timeout)
+        };
+        out.push(Outgoing {
+            to: self.caller,
+            transport: Transport::Udp,
+            bytes: answer.clone(),
+        });
+        self.last_response = answer.clone();
+        let event = match self.phase {
+            Phase::Calling(_) => Event::TimedOut(code),
+            _ => Event::CancelUnanswered(code),
+        };
+        self.phase = Phase::Completed { at: now };
+        event
+    }
+
+    /// Moves the transaction on for the agent's answer `code` to the INVITE, which the caller
+    /// got as `relayed`. Returns whether the caller's CANCEL, held until the agent answered
+    /// provisionally, is now due.
+    fn on_answer(&mut self, code: u16, relayed: Vec<u8>, now: Instant, t1: Duration) -> bool {
+        if let Phase::Completed { .. } = self.phase {
+            // A final answer again is the agent retransmitting it, and goes to retransmitting
+            // callers too; a late provisional one changes nothing.
+            if code >= 200 {
+                self.last_response = relayed;
+            }
+            return false;
+        }
+        self.last_response = relayed;
+        if code >= 200 {
+            self.phase = Phase::Completed { at: now };
+            return false;
+        }
+        if code > 100 {
+            self.timer_c = now + TIMER_C;
+        }
+        if !matches!(self.phase, Phase::Calling(_)) {
+            return false;
+        }
+        if self.cancelled {
+            self.phase = Phase::Cancelling {
+                give_up_at: now + t1 * 64,
+            };
+            true
+        } else {
+            self.phase = Phase::Proceeding;
+            false
+        }
+    }
+
+    /// A hop-by-hop request the proxy at `local` sends itself on this transaction: the CANCEL
+    /// it relays or sends for Timer C, and the ACK for a non-2xx final response (RFC 3261
+    /// sections 9.1, 16.10, 17.1.1.3). Same Request-URI, branch, From, Call-ID and CSeq number
+    /// as the forwarded INVITE; `to` is the INVITE's To for a CANCEL and the response's (with
+    /// the agent's tag) for an ACK.
+    fn hop_request(&self, local: SocketAddr, method: &str, to: &str) -> Outgoing {
+        let invite = &self.invite;
+        let request = format!(
+            "{method} {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            self.request_uri,
+            via(local, self.callee_transport, &self.branch),
+            invite.from,
+            to,
+            invite.call_id,
+            invite.cseq_number,
+        );
+        Outgoing {
+            to: self.callee,
+            transport: self.callee_transport,
+            bytes: request.into_bytes(),
+        }
+    }
+
+    /// When [`Proxy::on_timers`] must next look at this transaction, if ever.
+    fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Calling(unanswered) => Some(
+                unanswered
+                    .retransmit_at
+                    .map_or(unanswered.give_up_at, |at| at.min(unanswered.give_up_at)),
+            ),
+            Phase::Proceeding => Some(self.timer_c),
+            Phase::Cancelling { give_up_at } => Some(*give_up_at),
+            Phase::Completed { .. } => None,
+        }
+    }
+}
+
+/// Where a forwarded INVITE's transaction stands. Every phase but the last ends by a timer;
+/// only an agent that keeps sending provisional answers (each restarting Timer C) keeps its
+/// transaction from ending.
+#[derive(Debug)]
+enum Phase {
+    /// The agent has not answered at all: Timers A and B.
+    Calling(Unanswered),
+    /// The agent answered provisionally: Timer C runs.
+    Proceeding,
+    /// A CANCEL went to the agent (the caller's, or Timer C's), which has until `give_up_at` to
+    /// answer the INVITE finally.
+    Cancelling { give_up_at: Instant },
+    /// A final answer went to the caller at `at`; the transaction stays to absorb
+    /// retransmissions.
+    Completed { at: Instant },
 }
 
 /// A forwarded INVITE the agent has not answered yet: RFC 3261 Timers A and B.
@@ -168,20 +304,9 @@ struct Unanswered {
     /// (doubling from T1).
     retransmit_at: Option<Instant>,
     interval: Duration,
-    /// Timer B: when the caller gets the 408 prepared here, or the 487 if it cancelled.
+    /// Timer B (or Timer C, should a large T1 make it fire first): when the caller gets the
+    /// transaction's final answer from the ingress.
     give_up_at: Instant,
-    timeout: Vec<u8>,
-    terminated: Vec<u8>,
-    /// The caller's CANCEL, held until the agent answers provisionally.
-    cancel: Option<Outgoing>,
-    caller: SocketAddr,
-}
-
-impl Unanswered {
-    fn next_deadline(&self) -> Instant {
-        self.retransmit_at
-            .map_or(self.give_up_at, |at| at.min(self.give_up_at))
-    }
 }
 
 /// An admitted INVITE, ready to forward but for its agent's address: the transaction's state
@@ -297,6 +422,15 @@ fn response_target(via: &str) -> Option<SocketAddr> {
     socket_of(&HostPort { host, port }, 5060)
 }
 
+/// The Via of the ingress at `local` on a request it sends over `transport`.
+fn via(local: SocketAddr, transport: Transport, branch: &str) -> String {
+    let protocol = match transport {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+    };
+    format!("SIP/2.0/{protocol} {local};branch={branch}")
+}
+
 fn value<'a>(head: &'a Head, name: &str) -> &'a str {
     head.first(name)
         .map(|f| f.value.as_str())
@@ -394,10 +528,9 @@ impl Proxy {
         (out, events)
     }
 
-    /// How long an INVITE transaction is remembered: at least until one T1 after its Timer B, so
-    /// expiry never forgets a transaction whose 408 is still due.
+    /// How long an ended INVITE transaction is remembered.
     fn transaction_lifetime(&self) -> Duration {
-        TRANSACTION_LIFETIME.max(self.t1 * 65)
+        TRANSACTION_LIFETIME.max(self.t1 * 64)
     }
 
     /// When [`Proxy::on_timers`] next has something to do.
@@ -405,55 +538,61 @@ impl Proxy {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Retransmits the forwarded INVITEs whose Timer A fired and answers the callers whose Timer B
-    /// fired (408, or 487 to one who cancelled), as of `now`.
+    /// Runs the INVITE transactions' timers that are due as of `now`: retransmits the forwarded
+    /// INVITEs whose Timer A fired, answers the callers whose Timer B fired (408, or 487 to one
+    /// who cancelled), cancels the INVITEs whose Timer C fired, and answers the callers of
+    /// cancelled INVITEs the agent left without a final answer.
     pub fn on_timers(&mut self, now: Instant) -> (Vec<Outgoing>, Vec<Event>) {
         let (mut out, mut events) = (Vec::new(), Vec::new());
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, key))) = self.timers.pop() else {
+            let Some(Reverse((at, key))) = self.timers.pop() else {
                 break;
             };
             let Some(transaction) = self.invites.get_mut(&key) else {
                 continue;
             };
-            let Some(unanswered) = &mut transaction.unanswered else {
+            // An entry that is no longer the transaction's deadline was superseded by a later
+            // one (a retransmission, an answer, a reset Timer C).
+            if transaction.deadline() != Some(at) {
                 continue;
+            }
+            let event = match &mut transaction.phase {
+                Phase::Calling(unanswered) if unanswered.give_up_at > now => {
+                    if let Some(at) = unanswered.retransmit_at {
+                        out.push(Outgoing {
+                            to: transaction.callee,
+                            transport: Transport::Udp,
+                            bytes: unanswered.forwarded.clone(),
+                        });
+                        // Scheduled from the previous schedule, not from `now`, so a late
+                        // timer does not push every later retransmission (and the count before
+                        // Timer B) back.
+                        unanswered.interval *= 2;
+                        unanswered.retransmit_at = Some(at + unanswered.interval);
+                    }
+                    Event::Retransmitted
+                }
+                Phase::Proceeding => {
+                    out.push(transaction.hop_request(self.local, "CANCEL", &transaction.invite.to));
+                    transaction.phase = Phase::Cancelling {
+                        give_up_at: now + self.t1 * 64,
+                    };
+                    Event::RangTooLong
+                }
+                Phase::Calling(_) | Phase::Cancelling { .. } => {
+                    let event = transaction.give_up(now, &mut out);
+                    self.dialogs.remove(&transaction.invite.call_id);
+                    event
+                }
+                Phase::Completed { .. } => continue,
             };
-            if unanswered.give_up_at <= now {
-                let answer = if unanswered.cancel.is_some() {
-                    &unanswered.terminated
-                } else {
-                    &unanswered.timeout
-                };
-                out.push(Outgoing {
-                    to: unanswered.caller,
-                    transport: Transport::Udp,
-                    bytes: answer.clone(),
-                });
-                transaction.last_response = answer.clone();
-                self.dialogs.remove(&transaction.invite.call_id);
-                transaction.unanswered = None;
-                events.push(Event::TimedOut);
-                continue;
+            events.push(event);
+            if let Some(deadline) = transaction.deadline() {
+                self.timers.push(Reverse((deadline, key)));
             }
-            if let Some(at) = unanswered.retransmit_at
-                && at <= now
-            {
-                out.push(Outgoing {
-                    to: transaction.callee,
-                    transport: Transport::Udp,
-                    bytes: unanswered.forwarded.clone(),
-                });
-                // Scheduled from the previous schedule, not from `now`, so a late timer does
-                // not push every later retransmission (and the count before Timer B) back.
-                unanswered.interval *= 2;
-                unanswered.retransmit_at = Some(at + unanswered.interval);
-                events.push(Event::Retransmitted);
-            }
-            self.timers.push(Reverse((unanswered.next_deadline(), key)));
         }
         (out, events)
     }
@@ -472,8 +611,11 @@ impl Proxy {
         self.flood.retain_recent();
         self.flood.shrink_to_fit();
         let lifetime = self.transaction_lifetime();
-        self.invites
-            .retain(|_, t| now.duration_since(t.since) < lifetime);
+        // Only ended transactions are forgotten: the others end by their timers.
+        self.invites.retain(|_, t| match t.phase {
+            Phase::Completed { at } => now.duration_since(at) < lifetime,
+            _ => true,
+        });
         self.awaiting
             .retain(|_, a| now.duration_since(a.since) < lifetime);
         self.names.retain(|_, resolution| resolution.until > now);
@@ -507,7 +649,7 @@ impl Proxy {
                 }
                 None => (Vec::new(), Event::Dropped),
             },
-            Verdict::Response(response) => self.on_response(bytes, &response),
+            Verdict::Response(response) => self.on_response(bytes, &response, now),
             Verdict::Request(request) => self.on_request(bytes, &request, source, transport, now),
         }
     }
@@ -567,11 +709,7 @@ impl Proxy {
 
     /// Our Via on a request sent over `transport`.
     fn our_via(&self, transport: Transport, branch: &str) -> String {
-        let protocol = match transport {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        };
-        format!("SIP/2.0/{protocol} {};branch={branch}", self.local)
+        via(self.local, transport, branch)
     }
 
     fn branch_for(&self, head: &Head, source: SocketAddr) -> String {
@@ -621,7 +759,7 @@ impl Proxy {
             "OPTIONS" if addressed_to_us && !in_dialog => {
                 Self::answer(head, source, 200, &Self::allow())
             }
-            "CANCEL" => self.on_cancel(head, source),
+            "CANCEL" => self.on_cancel(head, source, now),
             "INVITE" if !in_dialog => self.on_invite(bytes, request, source, transport, now),
             "ACK" if !in_dialog => (Vec::new(), Event::Dropped),
             _ if in_dialog => self.in_dialog(bytes, request, source),
@@ -793,32 +931,34 @@ impl Proxy {
             hop_transport,
         } = prepared;
         let call_id = invite.call_id.clone();
+        let timer_c = now + TIMER_C;
         let unanswered = Unanswered {
             forwarded: forwarded.clone(),
             retransmit_at: (hop_transport == Transport::Udp).then(|| now + self.t1),
             interval: self.t1,
-            give_up_at: now + self.t1 * 64,
+            // RFC 3261 section 16.8: Timer C firing before any answer counts as a 408, which
+            // is what Timer B gives the caller.
+            give_up_at: (now + self.t1 * 64).min(timer_c),
+        };
+        let transaction = InviteTransaction {
+            caller,
+            callee,
+            callee_transport: hop_transport,
+            branch: branch.clone(),
+            request_uri,
+            invite,
+            last_response: trying,
             timeout,
             terminated,
-            cancel: None,
-            caller,
+            cancelled: false,
+            timer_c,
+            phase: Phase::Calling(unanswered),
         };
-        self.timers
-            .push(Reverse((unanswered.next_deadline(), key.clone())));
-        self.branches.insert(branch.clone(), key.clone());
-        self.invites.insert(
-            key,
-            InviteTransaction {
-                callee,
-                callee_transport: hop_transport,
-                branch,
-                request_uri,
-                invite,
-                last_response: trying,
-                since: now,
-                unanswered: Some(unanswered),
-            },
-        );
+        if let Some(deadline) = transaction.deadline() {
+            self.timers.push(Reverse((deadline, key.clone())));
+        }
+        self.branches.insert(branch, key.clone());
+        self.invites.insert(key, transaction);
         self.dialogs.insert(
             call_id,
             Dialog {
@@ -836,7 +976,12 @@ impl Proxy {
         }
     }
 
-    fn on_cancel(&mut self, head: &Head, source: SocketAddr) -> (Vec<Outgoing>, Event) {
+    fn on_cancel(
+        &mut self,
+        head: &Head,
+        source: SocketAddr,
+        now: Instant,
+    ) -> (Vec<Outgoing>, Event) {
         let key = Self::transaction_key(head, source);
         if let Some(awaiting) = self.awaiting.get_mut(&key) {
             // Nothing was sent to the agent yet: the INVITE ends here.
@@ -855,24 +1000,36 @@ impl Proxy {
             }
             return (out, Event::Answered(487));
         }
-        let Some(transaction) = self.invites.get(&key) else {
+        let local = self.local;
+        let give_up_at = now + self.t1 * 64;
+        let Some(transaction) = self.invites.get_mut(&key) else {
             return Self::answer(head, source, 481, &[]);
         };
-        let cancel = self.hop_request("CANCEL", &transaction.invite.to, transaction);
         let mut out = vec![Outgoing {
             to: source,
             transport: Transport::Udp,
             bytes: response::build(head, 200, &[]),
         }];
-        match self
-            .invites
-            .get_mut(&key)
-            .and_then(|t| t.unanswered.as_mut())
-        {
-            Some(unanswered) => unanswered.cancel = Some(cancel),
-            None => out.push(cancel),
-        }
-        (out, Event::Relayed)
+        transaction.cancelled = true;
+        let event = match transaction.phase {
+            // RFC 3261 section 9.1: not before the agent has answered; the first provisional
+            // answer sends it.
+            Phase::Calling(_) => Event::Relayed,
+            Phase::Proceeding => {
+                out.push(transaction.hop_request(local, "CANCEL", &transaction.invite.to));
+                transaction.phase = Phase::Cancelling { give_up_at };
+                self.timers.push(Reverse((give_up_at, key)));
+                Event::Relayed
+            }
+            // The caller resends its CANCEL when our 200 was lost, and so ours, which may have
+            // been lost too, goes again.
+            Phase::Cancelling { .. } => {
+                out.push(transaction.hop_request(local, "CANCEL", &transaction.invite.to));
+                Event::Relayed
+            }
+            Phase::Completed { .. } => Event::Answered(200),
+        };
+        (out, event)
     }
 
     fn in_dialog(
@@ -914,7 +1071,12 @@ impl Proxy {
         )
     }
 
-    fn on_response(&mut self, bytes: &[u8], response: &Response) -> (Vec<Outgoing>, Event) {
+    fn on_response(
+        &mut self,
+        bytes: &[u8],
+        response: &Response,
+        now: Instant,
+    ) -> (Vec<Outgoing>, Event) {
         let head = &response.head;
         let Some(first) = head.first("Via") else {
             return (Vec::new(), Event::Dropped);
@@ -956,56 +1118,25 @@ impl Proxy {
         let our_branch = uri::param(&elements[0], "branch")
             .unwrap_or_default()
             .to_owned();
-        if method == "INVITE" {
-            let key = self.branches.get(&our_branch).cloned();
-            if let Some(key) = key {
-                if response.code >= 300 {
-                    if let Some(transaction) = self.invites.get(&key) {
-                        out.push(self.hop_request("ACK", value(head, "To"), transaction));
-                    }
-                    self.dialogs.remove(value(head, "Call-ID"));
-                }
-                if let Some(transaction) = self.invites.get_mut(&key) {
-                    transaction.last_response = relayed;
-                    let held_cancel = transaction
-                        .unanswered
-                        .take()
-                        .and_then(|unanswered| unanswered.cancel);
-                    // A CANCEL waits for a provisional answer; after a final one it is moot.
-                    if let Some(cancel) = held_cancel
-                        && response.code < 200
-                    {
-                        out.push(cancel);
-                    }
-                }
+        if method == "INVITE"
+            && let Some(key) = self.branches.get(&our_branch)
+            && let Some(transaction) = self.invites.get_mut(key)
+        {
+            if response.code >= 300 {
+                out.push(transaction.hop_request(self.local, "ACK", value(head, "To")));
+                self.dialogs.remove(value(head, "Call-ID"));
+            }
+            let deadline = transaction.deadline();
+            if transaction.on_answer(response.code, relayed, now, self.t1) {
+                out.push(transaction.hop_request(self.local, "CANCEL", &transaction.invite.to));
+            }
+            if let Some(changed) = transaction.deadline().filter(|d| Some(*d) != deadline) {
+                self.timers.push(Reverse((changed, key.clone())));
             }
         } else if method == "BYE" && response.code >= 200 {
             self.dialogs.remove(value(head, "Call-ID"));
         }
         (out, Event::ResponseRelayed)
-    }
-
-    /// A hop-by-hop request the proxy sends itself on a forwarded INVITE's transaction: the
-    /// CANCEL it relays and the ACK for a non-2xx final response (RFC 3261 sections 9.1, 16.10,
-    /// 17.1.1.3). Same Request-URI, branch, From, Call-ID and CSeq number as the forwarded
-    /// INVITE; `to` is the INVITE's To for a CANCEL and the response's (with the agent's tag)
-    /// for an ACK.
-    fn hop_request(&self, method: &str, to: &str, transaction: &InviteTransaction) -> Outgoing {
-        let invite = &transaction.invite;
-        let request = format!(
-            "{method} {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-            transaction.request_uri,
-            self.our_via(transaction.callee_transport, &transaction.branch),
-            invite.from,
-            to,
-            invite.call_id,
-            invite.cseq_number,
-        );
-        Outgoing {
-            to: transaction.callee,
-            transport: transaction.callee_transport,
-            bytes: request.into_bytes(),
-        }
     }
 }
 
@@ -1084,7 +1215,8 @@ mod tests {
     fn retransmissions_are_absorbed_and_admitted_calls_are_tracked() {
         let mut proxy = proxy(100, 100);
         let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
-        let (out, event) = proxy.on_message(&invite(1), caller, Transport::Udp, Instant::now());
+        let start = Instant::now();
+        let (out, event) = proxy.on_message(&invite(1), caller, Transport::Udp, start);
         assert_eq!((event, out.len()), (Event::Admitted, 2));
         assert_eq!(
             out[1].to,
@@ -1099,8 +1231,20 @@ mod tests {
         );
         assert_eq!(proxy.live(), (1, 1));
         assert_eq!(proxy.branches.len(), 1);
-        proxy.expire(Instant::now() + proxy.transaction_lifetime());
-        assert_eq!(proxy.live(), (1, 0));
+        proxy.expire(start + DEFAULT_T1 * 63);
+        assert_eq!(proxy.live(), (1, 1), "a transaction under way is kept");
+        let ended = start + DEFAULT_T1 * 64;
+        let (_, events) = proxy.on_timers(ended);
+        assert_eq!(events.last(), Some(&Event::TimedOut(408)));
+        assert_eq!(
+            proxy.live(),
+            (0, 1),
+            "the call is over, its transaction kept"
+        );
+        proxy.expire(ended + proxy.transaction_lifetime() - Duration::from_millis(1));
+        assert_eq!(proxy.live(), (0, 1), "retransmissions are still absorbed");
+        proxy.expire(ended + proxy.transaction_lifetime());
+        assert_eq!(proxy.live(), (0, 0));
         assert!(
             proxy.branches.is_empty(),
             "the branch index is expired with them"
@@ -1127,7 +1271,7 @@ mod tests {
         while let Some(next) = proxy.next_timer() {
             at = next;
             let (out, events) = proxy.on_timers(at);
-            if events == [Event::TimedOut] {
+            if events == [Event::TimedOut(408)] {
                 break;
             }
             assert_eq!(
@@ -1331,7 +1475,7 @@ mod tests {
         let agent = out[1].to;
         proxy.on_message(&cancel(6), caller, Transport::Udp, start);
         let (out, events) = proxy.on_timers(start + DEFAULT_T1 * 64);
-        assert_eq!(events, [Event::TimedOut]);
+        assert_eq!(events, [Event::TimedOut(487)]);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].to, caller);
         assert!(
@@ -1371,7 +1515,138 @@ mod tests {
             (vec![], vec![]),
             "nothing retransmitted, no 408"
         );
+        assert_eq!(
+            proxy.next_timer(),
+            Some(start + DEFAULT_T1 / 2 + TIMER_C),
+            "only Timer C runs, from the 180"
+        );
+    }
+
+    /// The branch of the first Via of `out`.
+    fn top_branch(out: &Outgoing) -> String {
+        let message = text(out);
+        let via = message
+            .lines()
+            .find(|l| l.starts_with("Via: "))
+            .unwrap_or_default();
+        uri::param(via, "branch").unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn an_agent_ringing_past_timer_c_is_cancelled_and_its_487_reaches_the_caller() {
+        let mut proxy = proxy(100, 100);
+        let caller = caller();
+        let start = Instant::now();
+        let (out, _) = proxy.on_message(&invite(9), caller, Transport::Udp, start);
+        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let trying = agent_answer(&forwarded, "100 Trying", 9);
+        proxy.on_message(&trying, agent, Transport::Udp, start);
+        let ringing = agent_answer(&forwarded, "180 Ringing", 9);
+        let rang = start + Duration::from_secs(100);
+        proxy.on_message(&ringing, agent, Transport::Udp, rang);
+
+        // Sixty seconds of ringing outlive the 32 s an ended transaction is kept, not this one.
+        proxy.expire(start + Duration::from_secs(60));
+        assert_eq!(
+            proxy.on_timers(start + TIMER_C),
+            (vec![], vec![]),
+            "the 180 reset Timer C"
+        );
+        let (out, events) = proxy.on_timers(rang + TIMER_C);
+        assert_eq!(events, [Event::RangTooLong]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to, agent);
+        assert!(
+            text(&out[0]).starts_with("CANCEL sip:sales@127.0.0.1:5090 SIP/2.0\r\n"),
+            "{}",
+            text(&out[0])
+        );
+        assert_eq!(top_branch(&out[0]), top_branch(&forwarded));
+
+        let terminated = agent_answer(&forwarded, "487 Request Terminated", 9);
+        let (out, event) = proxy.on_message(&terminated, agent, Transport::Udp, rang + TIMER_C);
+        assert_eq!(event, Event::ResponseRelayed);
+        assert_eq!((out[0].to, out[1].to), (caller, agent));
+        assert!(text(&out[0]).starts_with("SIP/2.0 487 "));
+        assert!(text(&out[1]).starts_with("ACK "));
+        assert_eq!(proxy.live(), (0, 1));
+        assert_eq!(proxy.on_timers(rang + TIMER_C * 2), (vec![], vec![]));
+    }
+
+    #[test]
+    fn timer_c_runs_from_the_forwarded_invite_when_only_100_trying_came() {
+        let mut proxy = proxy(100, 100);
+        let start = Instant::now();
+        let (out, _) = proxy.on_message(&invite(10), caller(), Transport::Udp, start);
+        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let trying = agent_answer(&forwarded, "100 Trying", 10);
+        proxy.on_message(
+            &trying,
+            agent,
+            Transport::Udp,
+            start + Duration::from_secs(10),
+        );
+        let (out, events) = proxy.on_timers(start + TIMER_C);
+        assert_eq!(events, [Event::RangTooLong]);
+        assert!(text(&out[0]).starts_with("CANCEL "));
+    }
+
+    #[test]
+    fn with_a_long_t1_timer_c_answers_a_silent_agent_408_before_timer_b() {
+        let config = crate::config::Config::parse(crate::config::DEMO).expect("demo");
+        let rules = crate::admission::oracle::NativeRules::new(&config).expect("rules");
+        let quota = Quota::per_second(NonZeroU32::new(100).expect("rate"));
+        let local = "127.0.0.1:5060".parse().expect("addr");
+        let mut proxy = Proxy::new(Box::new(rules), local, quota, Duration::from_secs(4));
+        let start = Instant::now();
+        proxy.on_message(&invite(11), caller(), Transport::Udp, start);
+        let mut events = Vec::new();
+        while let Some(at) = proxy.next_timer().filter(|at| *at <= start + TIMER_C) {
+            events.extend(proxy.on_timers(at).1);
+        }
+        assert_eq!(events.last(), Some(&Event::TimedOut(408)));
         assert_eq!(proxy.next_timer(), None);
+    }
+
+    #[test]
+    fn a_cancel_the_agent_never_answers_gets_the_caller_487_after_64_t1() {
+        let mut proxy = proxy(100, 100);
+        let caller = caller();
+        let start = Instant::now();
+        let (out, _) = proxy.on_message(&invite(12), caller, Transport::Udp, start);
+        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let ringing = agent_answer(&forwarded, "180 Ringing", 12);
+        proxy.on_message(&ringing, agent, Transport::Udp, start);
+
+        let cancelled = start + Duration::from_secs(60);
+        proxy.expire(cancelled);
+        let (out, event) = proxy.on_message(&cancel(12), caller, Transport::Udp, cancelled);
+        assert_eq!(
+            event,
+            Event::Relayed,
+            "a call ringing for a minute is still known"
+        );
+        assert_eq!((out[0].to, out[1].to), (caller, agent));
+        assert!(text(&out[0]).starts_with("SIP/2.0 200 OK\r\n"));
+        assert!(text(&out[1]).starts_with("CANCEL "));
+        let (again, _) = proxy.on_message(&cancel(12), caller, Transport::Udp, cancelled);
+        assert_eq!(again, out, "a resent CANCEL is answered and sent on again");
+
+        let (out, events) = proxy.on_timers(cancelled + DEFAULT_T1 * 64);
+        assert_eq!(events, [Event::CancelUnanswered(487)]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to, caller);
+        assert!(text(&out[0]).starts_with("SIP/2.0 487 Request Terminated\r\n"));
+        assert_eq!(proxy.live(), (0, 1), "the dialog is gone");
+        let (resent, event) = proxy.on_message(&invite(12), caller, Transport::Udp, cancelled);
+        assert_eq!(event, Event::Retransmission);
+        assert_eq!(resent, out, "a retransmitted INVITE gets the 487 again");
+        let (out, event) = proxy.on_message(&cancel(12), caller, Transport::Udp, cancelled);
+        assert_eq!(
+            (out.len(), event),
+            (1, Event::Answered(200)),
+            "a CANCEL after the end is only answered"
+        );
     }
 
     const AGENT_HOST: &str = "agents.example";

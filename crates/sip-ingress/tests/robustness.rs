@@ -179,7 +179,8 @@ fn step() -> impl Strategy<Value = Step> {
             }),
         3 => (0..REPLIES.len(), mutations()).prop_map(|(reply, mutations)| Step::Agent { reply, mutations }),
         1 => any::<bool>().prop_map(|found| Step::Resolve { found }),
-        1 => (0u64..70_000).prop_map(|millis| Step::Wait { millis }),
+        1 => prop_oneof![3 => 0u64..70_000, 1 => 170_000u64..250_000]
+            .prop_map(|millis| Step::Wait { millis }),
     ]
 }
 
@@ -317,5 +318,16 @@ proptest! {
                 to_agent = Some((last.to, last.bytes.clone()));
             }
         }
+        // Whatever the agent did, every INVITE transaction ends by its timers (B, C, the wait
+        // for a cancelled INVITE's answer) and is then forgotten.
+        for _ in 0..1000 {
+            let Some(at) = proxy.next_timer() else { break };
+            now = now.max(at);
+            let (sent, _) = proxy.on_timers(now);
+            check_sent(&sent, &Step::Wait { millis: 0 }, false)?;
+        }
+        prop_assert_eq!(proxy.next_timer(), None, "the timers never end");
+        proxy.expire(now + Duration::from_secs(60));
+        prop_assert_eq!(proxy.live().1, 0, "a transaction outlived its timers");
     }
 }
