@@ -174,10 +174,13 @@ fn classify_response(head: Head, frame: Frame) -> Verdict {
     if let Some(next) = vias.get(1)
         && sent_by(next).is_some_and(|hp| is_broadcast(&hp))
     {
-        return Verdict::Drop("the next Via is a broadcast address".to_owned());
+        return Verdict::Drop(BROADCAST_NEXT_VIA.to_owned());
     }
     Verdict::Response(Response { code, head, frame })
 }
+
+/// Why a response whose next Via is a broadcast address is dropped (RFC 4475 `bcast`).
+pub const BROADCAST_NEXT_VIA: &str = "the next Via is a broadcast address";
 
 fn is_broadcast(hp: &HostPort) -> bool {
     match &hp.host {
