@@ -1,6 +1,7 @@
 //! SIP over TCP (RFC 3261 section 18): messages framed by Content-Length, at most 64 KiB each;
-//! a connection silent for the idle time is closed, and one source address may hold a bounded
-//! number of connections. Received messages go to the proxy core of the listening address;
+//! a double-CRLF keep-alive ping between them is answered with a CRLF pong (RFC 5626 section
+//! 4.4.1); a connection silent for the idle time is closed, and one source address may hold a
+//! bounded number of connections. Received messages go to the proxy core of the listening address;
 //! what the core sends to the peer's address goes back on the connection (section 18.2.2).
 //!
 //! Agents whose route says `transport=tcp` are reached over a connection the ingress opens
@@ -16,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::sip::frame::{FrameError, frame_stream};
+use crate::sip::frame::{FrameError, PONG, StreamReader};
 
 /// A message received on a connection, for the proxy core.
 pub struct Inbound {
@@ -28,6 +29,9 @@ pub struct Inbound {
 
 /// How many queued messages a connection's writer holds before the connection is closed.
 const WRITE_QUEUE: usize = 64;
+
+/// A connection's write queue: what its writer sends, in order.
+type Queue = (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>);
 
 /// The live connections of one listening address, by peer address, and how many each source
 /// address holds.
@@ -61,7 +65,7 @@ impl Connections {
         self.len() == 0
     }
 
-    fn admit(&self, peer: SocketAddr, limit: usize) -> Option<mpsc::Receiver<Vec<u8>>> {
+    fn admit(&self, peer: SocketAddr, limit: usize) -> Option<Queue> {
         let mut per_source = lock(&self.per_source);
         let count = per_source.entry(peer.ip()).or_default();
         if *count >= limit {
@@ -69,8 +73,8 @@ impl Connections {
         }
         *count += 1;
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
-        lock(&self.writers).insert(peer, sender);
-        Some(receiver)
+        lock(&self.writers).insert(peer, sender.clone());
+        Some((sender, receiver))
     }
 
     fn release(&self, peer: SocketAddr) {
@@ -106,12 +110,12 @@ impl Connections {
             }
             let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
             let queued = sender.try_send(bytes).is_ok();
-            writers.insert(peer, sender);
+            writers.insert(peer, sender.clone());
             *lock(&self.per_source).entry(peer.ip()).or_default() += 1;
             if !queued {
                 return false;
             }
-            receiver
+            (sender, receiver)
         };
         let (connections, core) = (Arc::clone(self), core.clone());
         tokio::spawn(async move {
@@ -161,7 +165,7 @@ pub async fn accept(
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    (queue, mut outgoing): Queue,
     core: &mpsc::Sender<Inbound>,
     idle: Duration,
 ) {
@@ -173,7 +177,7 @@ async fn serve(
             }
         }
     });
-    let mut buffer: Vec<u8> = Vec::with_capacity(4096);
+    let mut incoming = StreamReader::default();
     let mut chunk = [0u8; 8192];
     'connection: loop {
         let read = match tokio::time::timeout(idle, reader.read(&mut chunk)).await {
@@ -184,35 +188,24 @@ async fn serve(
             }
             Ok(Ok(n)) => n,
         };
-        buffer.extend_from_slice(&chunk[..read]);
-        loop {
-            // RFC 3261 section 7.5: CRLFs between messages (keep-alives) are ignored.
-            let skip = buffer
-                .iter()
-                .take_while(|b| **b == b'\r' || **b == b'\n')
-                .count();
-            buffer.drain(..skip);
-            match frame_stream(&buffer) {
-                Ok(Some(frame)) => {
-                    let bytes: Vec<u8> = buffer.drain(..frame.len()).collect();
-                    if core
-                        .send(Inbound {
-                            bytes,
-                            source: peer,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        break 'connection;
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    // A stream that cannot be framed cannot be resynchronised: close it.
-                    log_framing_error(peer, &error);
-                    break 'connection;
-                }
+        let received = incoming.push(&chunk[..read]);
+        for _ in 0..received.pings {
+            // A full queue already carries traffic, which keeps the connection alive too.
+            let _ = queue.try_send(PONG.to_vec());
+        }
+        for bytes in received.messages {
+            let inbound = Inbound {
+                bytes,
+                source: peer,
+            };
+            if core.send(inbound).await.is_err() {
+                break 'connection;
             }
+        }
+        if let Some(error) = received.error {
+            // A stream that cannot be framed cannot be resynchronised: close it.
+            log_framing_error(peer, &error);
+            break;
         }
     }
     writing.abort();

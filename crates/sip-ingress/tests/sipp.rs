@@ -527,6 +527,28 @@ fn tcp_answers_on_the_connection_and_enforces_its_limits() {
             stream
         })
         .collect();
+    // A double CRLF is a keep-alive ping, answered with a CRLF pong (RFC 5626 section 4.4.1),
+    // also when it comes in two parts, and the connection goes on serving requests.
+    let keepalive = &mut open[0];
+    let mut pong = [0u8; 2];
+    keepalive.write_all(b"\r\n").expect("half a ping");
+    std::thread::sleep(Duration::from_millis(100));
+    keepalive.write_all(b"\r\n").expect("its other half");
+    keepalive.read_exact(&mut pong).expect("a pong");
+    assert_eq!(&pong, b"\r\n");
+    let pinged_request = format!("\r\n\r\n{}", options_to(&world, "after-ping"));
+    keepalive
+        .write_all(pinged_request.as_bytes())
+        .expect("a ping and a request");
+    keepalive.read_exact(&mut pong).expect("a pong");
+    assert_eq!(&pong, b"\r\n");
+    let mut buffer = [0u8; 2048];
+    let n = keepalive.read(&mut buffer).expect("the request answered");
+    assert!(
+        buffer[..n].starts_with(b"SIP/2.0 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&buffer[..n])
+    );
     // A fifth from the same source is closed at once.
     let mut fifth = std::net::TcpStream::connect(world.ingress).expect("accepted, then closed");
     assert!(closed_by_peer(&mut fifth), "the fifth connection was kept");

@@ -156,8 +156,40 @@ pub fn frame_datagram(datagram: &[u8]) -> Result<Frame, FrameError> {
     })
 }
 
+/// The keep-alive ping of a stream: a double CRLF between messages (RFC 5626 section 4.4.1),
+/// answered by [`PONG`].
+const PING: &[u8] = b"\r\n\r\n";
+/// The answer to a [`PING`].
+pub const PONG: &[u8] = b"\r\n";
+
+/// The line ends at the start of a stream buffer, before its next message: how many bytes to
+/// skip (RFC 3261 section 7.5 has them ignored) and how many keep-alive pings they hold. A
+/// buffer holding nothing else keeps the start of a ping that has not fully arrived.
+fn leading_keepalives(buffer: &[u8]) -> (usize, usize) {
+    let run = buffer
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
+    let (mut at, mut pings, mut after_last_ping) = (0, 0, 0);
+    while at < run {
+        if buffer[at..run].starts_with(PING) {
+            pings += 1;
+            at += PING.len();
+            after_last_ping = at;
+        } else {
+            at += 1;
+        }
+    }
+    let rest = &buffer[after_last_ping..];
+    if run == buffer.len() && PING.starts_with(rest) {
+        (after_last_ping, pings)
+    } else {
+        (run, pings)
+    }
+}
+
 /// Frames the first message in a TCP stream buffer: `Ok(None)` when more bytes are needed.
-pub fn frame_stream(buffer: &[u8]) -> Result<Option<Frame>, FrameError> {
+fn frame_stream(buffer: &[u8]) -> Result<Option<Frame>, FrameError> {
     let Some((head_len, body_start)) = end_of_head(buffer) else {
         return if buffer.len() > MAX_MESSAGE_BYTES {
             Err(FrameError::TooLarge)
@@ -179,9 +211,51 @@ pub fn frame_stream(buffer: &[u8]) -> Result<Option<Frame>, FrameError> {
     }))
 }
 
+/// Cuts a stream (TCP) into messages, however its bytes are split across reads.
+#[derive(Debug, Default)]
+pub struct StreamReader {
+    buffer: Vec<u8>,
+}
+
+/// What the bytes of one read completed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// The messages, in order.
+    pub messages: Vec<Vec<u8>>,
+    /// The keep-alive pings among them, each to be answered with [`PONG`].
+    pub pings: usize,
+    /// Why the stream cannot go on after these messages: it cannot be framed, and so not
+    /// resynchronised either.
+    pub error: Option<FrameError>,
+}
+
+impl StreamReader {
+    /// Takes the bytes of one read and returns what they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Received {
+        self.buffer.extend_from_slice(bytes);
+        let mut received = Received::default();
+        loop {
+            let (skip, pings) = leading_keepalives(&self.buffer);
+            self.buffer.drain(..skip);
+            received.pings += pings;
+            match frame_stream(&self.buffer) {
+                Ok(Some(frame)) => received
+                    .messages
+                    .push(self.buffer.drain(..frame.len()).collect()),
+                Ok(None) => return received,
+                Err(error) => {
+                    received.error = Some(error);
+                    return received;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const OPTIONS: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nl: 4\r\n\r\nbodyEXTRA";
 
@@ -228,6 +302,30 @@ mod tests {
     }
 
     #[test]
+    fn keep_alive_pings_are_counted_and_a_split_one_waits_for_its_end() {
+        assert_eq!(leading_keepalives(b"\r\n\r\nINVITE"), (4, 1));
+        assert_eq!(leading_keepalives(b"\r\n\r\n\r\n\r\n"), (8, 2));
+        assert_eq!(
+            leading_keepalives(b"\r\nINVITE"),
+            (2, 0),
+            "a lone CRLF is skipped"
+        );
+        assert_eq!(
+            leading_keepalives(b"\r\n\r"),
+            (0, 0),
+            "the rest may be on its way"
+        );
+        assert_eq!(leading_keepalives(b"\r\n\r\n\r\n"), (4, 1));
+        assert_eq!(
+            leading_keepalives(b"\n\n"),
+            (2, 0),
+            "bare line ends are not pings"
+        );
+        assert_eq!(leading_keepalives(b"INVITE"), (0, 0));
+        assert_eq!(leading_keepalives(b""), (0, 0));
+    }
+
+    #[test]
     fn streams_wait_for_the_whole_body_then_frame_one_message() {
         let two = b"A sip:a SIP/2.0\r\nContent-Length: 2\r\n\r\nhiB sip:b SIP/2.0\r\n";
         let frame = frame_stream(two).expect("ok").expect("complete");
@@ -241,5 +339,57 @@ mod tests {
             frame_stream(&vec![b'a'; MAX_MESSAGE_BYTES + 1]),
             Err(FrameError::TooLarge)
         );
+    }
+
+    /// One thing a stream carries: a keep-alive ping, or a message whose body may hold line
+    /// ends, NULs and anything else.
+    fn stream_item() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(PING.to_vec()),
+            prop::collection::vec(any::<u8>(), 0..64).prop_map(|body| {
+                let mut message = format!(
+                    "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                message.extend(body);
+                message
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_stream_yields_its_messages_and_pings_however_its_reads_split_it(
+            items in prop::collection::vec(stream_item(), 0..8),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let stream = items.concat();
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            cuts.push(stream.len());
+            let mut reader = StreamReader::default();
+            let (mut messages, mut pings, mut from) = (Vec::new(), 0, 0);
+            for to in cuts {
+                let received = reader.push(&stream[from..to]);
+                prop_assert_eq!(received.error, None);
+                messages.extend(received.messages);
+                pings += received.pings;
+                from = to;
+            }
+            let (sent_pings, sent_messages): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+                items.into_iter().partition(|item| item == PING);
+            prop_assert_eq!(messages, sent_messages);
+            prop_assert_eq!(pings, sent_pings.len());
+        }
+    }
+
+    #[test]
+    fn a_stream_that_cannot_be_framed_ends_after_the_messages_before_it() {
+        let mut reader = StreamReader::default();
+        let received =
+            reader.push(b"OPTIONS sip:a@b SIP/2.0\r\nl: 0\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\n\r\n");
+        assert_eq!(received.messages.len(), 1);
+        assert_eq!(received.error, Some(FrameError::MissingContentLength));
     }
 }
