@@ -88,7 +88,7 @@ struct RawMetrics {
     listen: Option<SocketAddr>,
 }
 
-/// The per-source flood limit on out-of-dialog requests.
+/// The per-source flood limit on requests outside the dialogs the ingress admitted.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFlood {

@@ -33,8 +33,9 @@
 //! * An initial INVITE that already carries a Via of the ingress's own address has come back
 //!   through it: 482 Loop Detected (RFC 3261 section 16.3). The ingress only forwards to agents,
 //!   so a legitimate spiral cannot pass through it twice.
-//! * Before any of this, out-of-dialog requests pass a per-source flood limit (governor, keyed by
-//!   IP): over it, a source some tenant allows gets 503 with Retry-After, any other nothing.
+//! * Before any of this, requests outside the dialogs the ingress admitted pass a per-source
+//!   flood limit (governor, keyed by IP): over it, a source some tenant allows gets 503 with
+//!   Retry-After, any other nothing.
 //!
 //! State (dialogs, INVITE transactions) is bounded in number and expires: an INVITE
 //! transaction lasts until its final answer, which its timers guarantee, and is then kept long
@@ -452,8 +453,8 @@ fn cseq_method(head: &Head) -> &str {
 
 impl Proxy {
     /// A proxy admitting by `admission`, reachable at `local` (our Via and Record-Route),
-    /// limiting each source to `flood` out-of-dialog requests, retransmitting over UDP with
-    /// round-trip estimate `t1`.
+    /// limiting each source to `flood` requests outside admitted dialogs, retransmitting over
+    /// UDP with round-trip estimate `t1`.
     pub fn new(admission: Box<dyn Admit>, local: SocketAddr, flood: Quota, t1: Duration) -> Self {
         Self {
             admission,
@@ -740,7 +741,10 @@ impl Proxy {
     ) -> (Vec<Outgoing>, Event) {
         let head = &request.head;
         let in_dialog = uri::tag(value(head, "To")).is_some();
-        if !in_dialog
+        // Requests of the dialogs the ingress admitted are never limited; any other, in-dialog
+        // ones naming no such dialog included, would otherwise cost an unlimited 481 each.
+        let admitted_dialog = in_dialog && self.dialogs.contains_key(value(head, "Call-ID"));
+        if !admitted_dialog
             && request.method != "ACK"
             && let Err(not_until) = self.flood.check_key(&source.ip())
         {
@@ -1193,6 +1197,49 @@ mod tests {
             proxy.on_message(&invite(n), unknown, Transport::Udp, Instant::now());
         }
         let (out, event) = proxy.on_message(&invite(12), unknown, Transport::Udp, Instant::now());
+        assert_eq!((out.len(), event), (0, Event::Refused("flood".into())));
+    }
+
+    /// An in-dialog `method` request of call `n` (To has a tag).
+    fn in_dialog_request(method: &str, n: u32) -> Vec<u8> {
+        format!(
+            "{method} sip:sales@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKd{n}\r\n\
+             From: <sip:+15551230000@pbx>;tag=1\r\nTo: <sip:sales@127.0.0.1>;tag=a\r\n\
+             Call-ID: flood-{n}\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn requests_naming_no_admitted_dialog_count_against_the_flood_limit_and_calls_do_not() {
+        let mut proxy = proxy(1, 3);
+        let now = Instant::now();
+        let (known, unknown) = (caller(), "127.0.0.9:5070".parse().expect("addr"));
+        let (_, event) = proxy.on_message(&invite(1), known, Transport::Udp, now);
+        assert_eq!(event, Event::Admitted);
+        for n in 2..4 {
+            let (_, event) =
+                proxy.on_message(&in_dialog_request("BYE", n), known, Transport::Udp, now);
+            assert_eq!(event, Event::Answered(481));
+        }
+        let (out, event) =
+            proxy.on_message(&in_dialog_request("BYE", 4), known, Transport::Udp, now);
+        assert_eq!(event, Event::Refused("flood".into()));
+        assert!(
+            text(&out[0]).starts_with("SIP/2.0 503 "),
+            "{}",
+            text(&out[0])
+        );
+        for _ in 0..10 {
+            let (_, event) =
+                proxy.on_message(&in_dialog_request("INFO", 1), known, Transport::Udp, now);
+            assert_eq!(event, Event::Relayed, "the admitted call is not limited");
+        }
+        for n in 10..13 {
+            proxy.on_message(&in_dialog_request("BYE", n), unknown, Transport::Udp, now);
+        }
+        let (out, event) =
+            proxy.on_message(&in_dialog_request("BYE", 13), unknown, Transport::Udp, now);
         assert_eq!((out.len(), event), (0, Event::Refused("flood".into())));
     }
 
