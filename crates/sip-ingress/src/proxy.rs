@@ -13,7 +13,8 @@
 //!   the caller gets 487 when Timer B fires, and if it gives no final answer within 64xT1 of the
 //!   CANCEL, the caller gets 487 then.
 //! * Responses are relayed by popping our Via and sending to the next one's `received`/`rport`
-//!   or sent-by. For a non-2xx final answer to an INVITE the proxy sends the ACK itself and
+//!   or sent-by, when our Via's branch is the one the ingress made for a request from there
+//!   (keyed by a secret: forged responses do not make it a reflector). For a non-2xx final answer to an INVITE the proxy sends the ACK itself and
 //!   absorbs the caller's (RFC 3261 section 17.1.1.3).
 //! * A forwarded INVITE is retransmitted to the agent after T1, 2xT1, 4xT1... until the agent
 //!   answers at all, and if it has not answered after 64xT1 the caller gets 408 Request Timeout
@@ -43,6 +44,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -363,6 +365,8 @@ pub struct Proxy {
     /// responses without a scan.
     branches: HashMap<String, String>,
     t1: Duration,
+    /// The secret key of our branches (SipHash, random per process).
+    branch_key: RandomState,
     /// When each unanswered INVITE transaction needs attention; an entry whose transaction was
     /// answered or forgotten meanwhile is dropped when it comes up.
     timers: BinaryHeap<Reverse<(Instant, String)>>,
@@ -383,18 +387,6 @@ fn reachable(local: SocketAddr, addresses: &[IpAddr], transport: Transport) -> O
         .iter()
         .find(|ip| transport == Transport::Tcp || ip.is_ipv4() == local.is_ipv4())
         .copied()
-}
-
-/// FNV-1a, for branch ids derived from what identifies the incoming transaction.
-fn fnv(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.iter().chain(b"|") {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    hash
 }
 
 fn socket_of(hp: &HostPort, default_port: u16) -> Option<SocketAddr> {
@@ -464,6 +456,7 @@ impl Proxy {
             invites: HashMap::new(),
             branches: HashMap::new(),
             t1,
+            branch_key: RandomState::new(),
             timers: BinaryHeap::new(),
             names: HashMap::new(),
             awaiting: HashMap::new(),
@@ -713,16 +706,19 @@ impl Proxy {
         via(self.local, transport, branch)
     }
 
+    /// Our branch on a request forwarded from `source`.
     fn branch_for(&self, head: &Head, source: SocketAddr) -> String {
-        let incoming = uri::param(&top_via(head), "branch")
-            .unwrap_or_default()
-            .to_owned();
-        let key = fnv(&[
-            incoming.as_bytes(),
-            source.to_string().as_bytes(),
-            value(head, "Call-ID").as_bytes(),
-        ]);
-        format!("{}{key:016x}", check::BRANCH_COOKIE)
+        let via = top_via(head);
+        let incoming = uri::param(&via, "branch").unwrap_or_default();
+        self.branch_of(incoming, source, value(head, "Call-ID"))
+    }
+
+    /// Our branch on a request whose sender's branch is `incoming`, sent from `source` in call
+    /// `call_id`: the same for its retransmissions, and keyed by a secret, so that a response
+    /// proves the ingress forwarded its request to the sender its next Via names.
+    fn branch_of(&self, incoming: &str, source: SocketAddr, call_id: &str) -> String {
+        let tag = self.branch_key.hash_one((incoming, source, call_id));
+        format!("{}{tag:016x}", check::BRANCH_COOKIE)
     }
 
     fn transaction_key(head: &Head, source: SocketAddr) -> String {
@@ -1106,6 +1102,14 @@ impl Proxy {
         let Some(to) = response_target(&next_via).filter(|to| *to != self.local) else {
             return (Vec::new(), Event::Dropped);
         };
+        // Only a response to a request the ingress forwarded from `to` carries the branch it
+        // made for that: anything else would have the ingress send whatever it is told to
+        // wherever it is told (a reflector).
+        let incoming = uri::param(&next_via, "branch").unwrap_or_default();
+        let our_branch = uri::param(&elements[0], "branch").unwrap_or_default();
+        if our_branch != self.branch_of(incoming, to, value(head, "Call-ID")) {
+            return (Vec::new(), Event::Dropped);
+        }
         let mut relayed = Vec::with_capacity(bytes.len());
         relayed.extend_from_slice(&bytes[..first.span.start]);
         if elements.len() > 1 {
@@ -1119,11 +1123,8 @@ impl Proxy {
             bytes: relayed.clone(),
         }];
         let method = cseq_method(head);
-        let our_branch = uri::param(&elements[0], "branch")
-            .unwrap_or_default()
-            .to_owned();
         if method == "INVITE"
-            && let Some(key) = self.branches.get(&our_branch)
+            && let Some(key) = self.branches.get(our_branch)
             && let Some(transaction) = self.invites.get_mut(key)
         {
             if response.code >= 300 {
@@ -1511,6 +1512,29 @@ mod tests {
         let (out, event) = proxy.on_message(doubled.as_bytes(), agent, Transport::Udp, now);
         assert_eq!(event, Event::Dropped);
         assert!(out.is_empty(), "sent {:?}", out.first().map(text));
+    }
+
+    #[test]
+    fn only_responses_to_requests_the_ingress_forwarded_are_relayed() {
+        let mut proxy = proxy(100, 100);
+        let now = Instant::now();
+        let (out, _) = proxy.on_message(&invite(13), caller(), Transport::Udp, now);
+        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let ringing = String::from_utf8(agent_answer(&forwarded, "180 Ringing", 13)).expect("text");
+        let victim = "Via: SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bK13";
+        let caller_via = ringing.lines().nth(2).expect("the caller's via").to_owned();
+        for forged in [
+            // Our genuine branch, but the caller's Via pointed elsewhere.
+            ringing.replacen(&caller_via, victim, 1),
+            // A branch of the right form the ingress never made.
+            ringing.replacen(&top_branch(&forwarded), "z9hG4bK0123456789abcdef", 1),
+        ] {
+            let (out, event) = proxy.on_message(forged.as_bytes(), agent, Transport::Udp, now);
+            assert_eq!((out, event), (vec![], Event::Dropped), "relayed:\n{forged}");
+        }
+        let (out, event) = proxy.on_message(ringing.as_bytes(), agent, Transport::Udp, now);
+        assert_eq!(event, Event::ResponseRelayed);
+        assert_eq!(out[0].to, caller());
     }
 
     #[test]
