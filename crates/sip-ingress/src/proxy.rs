@@ -6,7 +6,8 @@
 //!   Record-Route (so in-dialog requests come back through the ingress) and the header fields
 //!   the policy adds, by editing the received bytes.
 //! * Retransmitted INVITEs are absorbed: the last response is sent again.
-//! * In-dialog requests (To tag) are only forwarded for dialogs the ingress admitted; anything
+//! * In-dialog requests (To tag) are only forwarded for dialogs the ingress admitted, matched
+//!   by Call-ID and the caller's tag, whose place (From or To) says which way they go; anything
 //!   else gets 481 (an ACK is dropped). The Route naming the ingress is consumed.
 //! * CANCEL is answered 200 and sent on to the agent with the INVITE's branch, once the agent
 //!   has answered the INVITE provisionally (RFC 3261 section 9.1: not before); if it never does,
@@ -128,12 +129,34 @@ pub enum Event {
 
 #[derive(Debug)]
 struct Dialog {
+    /// The From tag of the caller's INVITE: the caller's tag in the dialog's id (RFC 3261
+    /// section 12), which says who sent an in-dialog request. None for an RFC 2543 caller.
+    caller_tag: Option<String>,
     caller: SocketAddr,
     /// How the caller reached us, and so how requests to it leave.
     caller_transport: Transport,
     callee: SocketAddr,
     callee_transport: Transport,
     since: Instant,
+}
+
+impl Dialog {
+    /// Whether an in-dialog request came from the caller (else from the agent), by its tags:
+    /// the caller's tag is its From tag on the caller's requests and its To tag on the agent's.
+    /// None when neither carries it: the request is not of this dialog. Without a caller tag,
+    /// by the address it came from.
+    fn sent_by_caller(&self, head: &Head, source: SocketAddr) -> Option<bool> {
+        let Some(caller_tag) = self.caller_tag.as_deref() else {
+            return Some(source != self.callee);
+        };
+        if uri::tag(value(head, "From")) == Some(caller_tag) {
+            Some(true)
+        } else if uri::tag(value(head, "To")) == Some(caller_tag) {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 /// The header field values of a forwarded INVITE that its CANCEL and ACK repeat.
@@ -931,6 +954,7 @@ impl Proxy {
             hop_transport,
         } = prepared;
         let call_id = invite.call_id.clone();
+        let caller_tag = uri::tag(&invite.from).map(str::to_owned);
         let timer_c = now + TIMER_C;
         let unanswered = Unanswered {
             forwarded: forwarded.clone(),
@@ -962,6 +986,7 @@ impl Proxy {
         self.dialogs.insert(
             call_id,
             Dialog {
+                caller_tag,
                 caller,
                 caller_transport,
                 callee,
@@ -1045,10 +1070,16 @@ impl Proxy {
             }
             return Self::answer(head, source, 481, &[]);
         };
-        let (to, transport) = if source == dialog.callee {
-            (dialog.caller, dialog.caller_transport)
-        } else {
+        let Some(from_caller) = dialog.sent_by_caller(head, source) else {
+            if request.method == "ACK" {
+                return (Vec::new(), Event::Dropped);
+            }
+            return Self::answer(head, source, 481, &[]);
+        };
+        let (to, transport) = if from_caller {
             (dialog.callee, dialog.callee_transport)
+        } else {
+            (dialog.caller, dialog.caller_transport)
         };
         let branch = self.branch_for(head, source);
         let ours = self.leading_routes_naming_us(head);
@@ -1242,6 +1273,46 @@ mod tests {
         let (out, event) =
             proxy.on_message(&in_dialog_request("BYE", 13), unknown, Transport::Udp, now);
         assert_eq!((out.len(), event), (0, Event::Refused("flood".into())));
+    }
+
+    #[test]
+    fn in_dialog_requests_go_the_way_their_tags_say_and_others_get_481() {
+        let mut proxy = proxy(100, 100);
+        let now = Instant::now();
+        let (out, _) = proxy.on_message(&invite(14), caller(), Transport::Udp, now);
+        let agent = out[1].to;
+        // The agent's BYE comes from another port than the one it was reached at.
+        let agent_bye = "BYE sip:+15551230000@127.0.0.1:5070 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKbye\r\n\
+             From: <sip:sales@127.0.0.1>;tag=a\r\nTo: <sip:+15551230000@pbx>;tag=1\r\n\
+             Call-ID: flood-14\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+        let elsewhere = SocketAddr::new(agent.ip(), 40000);
+        let (out, event) = proxy.on_message(agent_bye.as_bytes(), elsewhere, Transport::Udp, now);
+        assert_eq!(event, Event::Relayed);
+        assert_eq!(
+            out[0].to,
+            caller(),
+            "to the caller, whose tag is its To tag"
+        );
+
+        let (out, event) = proxy.on_message(
+            &in_dialog_request("INFO", 14),
+            caller(),
+            Transport::Udp,
+            now,
+        );
+        assert_eq!((event, out[0].to), (Event::Relayed, agent));
+
+        let strangers = String::from_utf8(in_dialog_request("BYE", 14))
+            .expect("text")
+            .replace(";tag=1", ";tag=other");
+        let (out, event) = proxy.on_message(strangers.as_bytes(), caller(), Transport::Udp, now);
+        assert_eq!(
+            event,
+            Event::Answered(481),
+            "the Call-ID alone is not the dialog"
+        );
+        assert!(text(&out[0]).starts_with("SIP/2.0 481 "));
     }
 
     #[test]
