@@ -95,7 +95,6 @@ fn internal(error: impl std::fmt::Display) -> Response {
     ))
 }
 
-/// The tenant a request is for, if it names a valid one.
 /// The tenant a request acts for: the `x-tenant-id` the edge set. A request without a valid one
 /// is answered 401 before anything else about it is looked at.
 struct Tenant(String);

@@ -1501,8 +1501,8 @@ mod tests {
         let mut proxy = proxy(100, 100);
         let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
         let now = Instant::now();
-        let (out, _) = proxy.on_message(&invite(5), caller, Transport::Udp, now);
-        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let forwarded = forward_invite(&mut proxy, 5, now);
+        let agent = forwarded.to;
         let (out, event) = proxy.on_message(&cancel(5), caller, Transport::Udp, now);
         assert_eq!(event, Event::Relayed);
         assert_eq!(out.len(), 1, "only the 200 to the caller");
@@ -1540,10 +1540,9 @@ mod tests {
     #[test]
     fn the_ack_for_a_failure_repeats_the_invite_and_takes_only_to_from_the_answer() {
         let mut proxy = proxy(100, 100);
-        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
         let now = Instant::now();
-        let (out, _) = proxy.on_message(&invite(7), caller, Transport::Udp, now);
-        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let forwarded = forward_invite(&mut proxy, 7, now);
+        let agent = forwarded.to;
         // An agent that rewrites From in its answer must not change the ACK's From.
         let busy = String::from_utf8(agent_answer(&forwarded, "486 Busy Here", 7))
             .expect("text")
@@ -1573,10 +1572,9 @@ mod tests {
     #[test]
     fn a_response_whose_next_via_is_the_ingress_again_is_dropped_not_sent_to_itself() {
         let mut proxy = proxy(100, 100);
-        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
         let now = Instant::now();
-        let (out, _) = proxy.on_message(&invite(8), caller, Transport::Udp, now);
-        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let forwarded = forward_invite(&mut proxy, 8, now);
+        let agent = forwarded.to;
         let ringing = String::from_utf8(agent_answer(&forwarded, "180 Ringing", 8)).expect("text");
         let our_via = ringing.lines().nth(1).expect("our via").to_owned();
         let doubled = ringing.replacen(&our_via, &format!("{our_via}\r\n{our_via}"), 1);
@@ -1589,8 +1587,8 @@ mod tests {
     fn only_responses_to_requests_the_ingress_forwarded_are_relayed() {
         let mut proxy = proxy(100, 100);
         let now = Instant::now();
-        let (out, _) = proxy.on_message(&invite(13), caller(), Transport::Udp, now);
-        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let forwarded = forward_invite(&mut proxy, 13, now);
+        let agent = forwarded.to;
         let ringing = String::from_utf8(agent_answer(&forwarded, "180 Ringing", 13)).expect("text");
         let victim = "Via: SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bK13";
         let caller_via = ringing.lines().nth(2).expect("the caller's via").to_owned();
@@ -1679,8 +1677,8 @@ mod tests {
         let mut proxy = proxy(100, 100);
         let caller = caller();
         let start = Instant::now();
-        let (out, _) = proxy.on_message(&invite(9), caller, Transport::Udp, start);
-        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let forwarded = forward_invite(&mut proxy, 9, start);
+        let agent = forwarded.to;
         let trying = agent_answer(&forwarded, "100 Trying", 9);
         proxy.on_message(&trying, agent, Transport::Udp, start);
         let ringing = agent_answer(&forwarded, "180 Ringing", 9);
@@ -1719,8 +1717,8 @@ mod tests {
     fn timer_c_runs_from_the_forwarded_invite_when_only_100_trying_came() {
         let mut proxy = proxy(100, 100);
         let start = Instant::now();
-        let (out, _) = proxy.on_message(&invite(10), caller(), Transport::Udp, start);
-        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let forwarded = forward_invite(&mut proxy, 10, start);
+        let agent = forwarded.to;
         let trying = agent_answer(&forwarded, "100 Trying", 10);
         proxy.on_message(
             &trying,
@@ -1755,8 +1753,8 @@ mod tests {
         let mut proxy = proxy(100, 100);
         let caller = caller();
         let start = Instant::now();
-        let (out, _) = proxy.on_message(&invite(12), caller, Transport::Udp, start);
-        let (forwarded, agent) = (out[1].clone(), out[1].to);
+        let forwarded = forward_invite(&mut proxy, 12, start);
+        let agent = forwarded.to;
         let ringing = agent_answer(&forwarded, "180 Ringing", 12);
         proxy.on_message(&ringing, agent, Transport::Udp, start);
 
@@ -1808,6 +1806,17 @@ mod tests {
 
     fn caller() -> SocketAddr {
         "127.0.0.1:5070".parse().expect("addr")
+    }
+
+    /// Call `n`'s INVITE from [`caller`] at `now`, as forwarded to the agent.
+    fn forward_invite(proxy: &mut Proxy, n: u32, now: Instant) -> Outgoing {
+        let (mut out, event) = proxy.on_message(&invite(n), caller(), Transport::Udp, now);
+        assert_eq!(
+            (event, out.len()),
+            (Event::Admitted, 2),
+            "100 Trying, INVITE"
+        );
+        out.swap_remove(1)
     }
 
     fn status_line(out: &Outgoing) -> String {
