@@ -41,7 +41,7 @@ const FAMILIES: [(&str, &str, &str); 12] = [
     (
         "sip_ingress_invite_timers_total",
         "counter",
-        "Forwarded INVITE timers that fired: retransmissions to a silent agent (Timer A), callers answered when it stayed silent (Timer B), agents cancelled for ringing too long (Timer C), callers answered when a cancelled agent gave no final answer (cancel)",
+        "Forwarded INVITE timers that fired: retransmissions to a silent agent (Timer A), callers answered when it stayed silent (Timer B), agents cancelled for ringing too long (Timer C), CANCELs sent again to an agent that did not answer them (Timer E), callers answered when a cancelled agent gave no final answer (cancel)",
     ),
     (
         "sip_ingress_invites_awaiting_name_total",
@@ -159,6 +159,10 @@ impl Metrics {
                 "sip_ingress_invite_timers_total",
                 format!("timer=\"B\",action=\"answered_{code}\""),
             ),
+            Event::CancelRetransmitted => self.add(
+                "sip_ingress_invite_timers_total",
+                "timer=\"E\",action=\"cancel_retransmitted\"".to_owned(),
+            ),
             Event::RangTooLong => self.add(
                 "sip_ingress_invite_timers_total",
                 "timer=\"C\",action=\"cancelled\"".to_owned(),
@@ -236,6 +240,7 @@ mod tests {
         metrics.event(&Event::Retransmitted);
         metrics.event(&Event::TimedOut(408));
         metrics.event(&Event::RangTooLong);
+        metrics.event(&Event::CancelRetransmitted);
         metrics.event(&Event::CancelUnanswered(487));
         metrics.event(&Event::AwaitingName);
         metrics.policy_in_force("ab12");
@@ -251,6 +256,7 @@ mod tests {
             "sip_ingress_invite_timers_total{timer=\"A\",action=\"retransmitted\"} 1",
             "sip_ingress_invite_timers_total{timer=\"B\",action=\"answered_408\"} 1",
             "sip_ingress_invite_timers_total{timer=\"C\",action=\"cancelled\"} 1",
+            "sip_ingress_invite_timers_total{timer=\"E\",action=\"cancel_retransmitted\"} 1",
             "sip_ingress_invite_timers_total{timer=\"cancel\",action=\"answered_487\"} 1",
             "sip_ingress_invites_awaiting_name_total 1",
             "sip_ingress_answers_total{code=\"404\"} 1",

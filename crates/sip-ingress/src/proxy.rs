@@ -12,7 +12,8 @@
 //! * CANCEL is answered 200 and sent on to the agent with the INVITE's branch, once the agent
 //!   has answered the INVITE provisionally (RFC 3261 section 9.1: not before); if it never does,
 //!   the caller gets 487 when Timer B fires, and if it gives no final answer within 64xT1 of the
-//!   CANCEL, the caller gets 487 then.
+//!   CANCEL, the caller gets 487 then. Over UDP the ingress sends its CANCEL again until the
+//!   agent answers it (RFC 3261 section 17.1.2.2, Timer E).
 //! * Responses are relayed by popping our Via and sending to the next one's `received`/`rport`
 //!   or sent-by, when our Via's branch is the one the ingress made for a request from there
 //!   (keyed by a secret: forged responses do not make it a reflector). For a non-2xx final answer to an INVITE the proxy sends the ACK itself and
@@ -67,6 +68,9 @@ const TRANSACTION_LIFETIME: Duration = Duration::from_secs(32);
 /// Timer C (RFC 3261 section 16.8, "larger than 3 minutes"): how long an agent may answer a
 /// forwarded INVITE provisionally (ring) without a final answer before it is sent a CANCEL.
 pub const TIMER_C: Duration = Duration::from_secs(3 * 60 + 1);
+/// RFC 3261's T2: the longest interval between retransmissions of a non-INVITE request (our
+/// CANCEL).
+const T2: Duration = Duration::from_secs(4);
 /// RFC 3261's default T1, the round-trip time estimate.
 pub const DEFAULT_T1: Duration = Duration::from_millis(500);
 /// The refusal reason of an INVITE whose agent cannot be reached.
@@ -110,6 +114,8 @@ pub enum Event {
     /// The agent never answered a forwarded INVITE; the caller got this answer: 408, or 487
     /// when it had cancelled (Timer B).
     TimedOut(u16),
+    /// A CANCEL the agent has not answered was sent again (RFC 3261 section 17.1.2.2, Timer E).
+    CancelRetransmitted,
     /// The agent answered a forwarded INVITE provisionally but not finally until Timer C fired:
     /// it was sent a CANCEL (RFC 3261 section 16.8).
     RangTooLong,
@@ -256,9 +262,7 @@ impl InviteTransaction {
             return false;
         }
         if self.cancelled {
-            self.phase = Phase::Cancelling {
-                give_up_at: now + t1 * 64,
-            };
+            self.phase = Phase::Cancelling(CancelSent::new(now, t1, self.callee_transport));
             true
         } else {
             self.phase = Phase::Proceeding;
@@ -298,7 +302,10 @@ impl InviteTransaction {
                     .map_or(unanswered.give_up_at, |at| at.min(unanswered.give_up_at)),
             ),
             Phase::Proceeding => Some(self.timer_c),
-            Phase::Cancelling { give_up_at } => Some(*give_up_at),
+            Phase::Cancelling(sent) => Some(
+                sent.resend_at
+                    .map_or(sent.give_up_at, |at| at.min(sent.give_up_at)),
+            ),
             Phase::Completed { .. } => None,
         }
     }
@@ -313,12 +320,32 @@ enum Phase {
     Calling(Unanswered),
     /// The agent answered provisionally: Timer C runs.
     Proceeding,
-    /// A CANCEL went to the agent (the caller's, or Timer C's), which has until `give_up_at` to
-    /// answer the INVITE finally.
-    Cancelling { give_up_at: Instant },
+    /// A CANCEL went to the agent (the caller's, or Timer C's).
+    Cancelling(CancelSent),
     /// A final answer went to the caller at `at`; the transaction stays to absorb
     /// retransmissions.
     Completed { at: Instant },
+}
+
+/// A CANCEL the ingress sent to the agent: over UDP it is sent again after T1, 2xT1... (at
+/// most T2 apart) until the agent answers it (RFC 3261 section 17.1.2.2, Timer E), and the
+/// agent has 64xT1 to answer the INVITE finally (section 9.1).
+#[derive(Debug)]
+struct CancelSent {
+    give_up_at: Instant,
+    /// When the CANCEL goes again; None once the agent answered it, and over TCP.
+    resend_at: Option<Instant>,
+    interval: Duration,
+}
+
+impl CancelSent {
+    fn new(now: Instant, t1: Duration, transport: Transport) -> Self {
+        Self {
+            give_up_at: now + t1 * 64,
+            resend_at: (transport == Transport::Udp).then(|| now + t1),
+            interval: t1,
+        }
+    }
 }
 
 /// A forwarded INVITE the agent has not answered yet: RFC 3261 Timers A and B.
@@ -594,12 +621,22 @@ impl Proxy {
                 }
                 Phase::Proceeding => {
                     out.push(transaction.hop_request(self.local, "CANCEL", &transaction.invite.to));
-                    transaction.phase = Phase::Cancelling {
-                        give_up_at: now + self.t1 * 64,
-                    };
+                    transaction.phase = Phase::Cancelling(CancelSent::new(
+                        now,
+                        self.t1,
+                        transaction.callee_transport,
+                    ));
                     Event::RangTooLong
                 }
-                Phase::Calling(_) | Phase::Cancelling { .. } => {
+                Phase::Cancelling(sent) if sent.give_up_at > now => {
+                    if let Some(at) = sent.resend_at {
+                        sent.interval = (sent.interval * 2).min(T2.max(self.t1));
+                        sent.resend_at = Some(at + sent.interval);
+                    }
+                    out.push(transaction.hop_request(self.local, "CANCEL", &transaction.invite.to));
+                    Event::CancelRetransmitted
+                }
+                Phase::Calling(_) | Phase::Cancelling(_) => {
                     let event = transaction.give_up(now, &mut out);
                     self.dialogs.remove(&transaction.invite.call_id);
                     event
@@ -1025,8 +1062,7 @@ impl Proxy {
             }
             return (out, Event::Answered(487));
         }
-        let local = self.local;
-        let give_up_at = now + self.t1 * 64;
+        let (local, t1) = (self.local, self.t1);
         let Some(transaction) = self.invites.get_mut(&key) else {
             return Self::answer(head, source, 481, &[]);
         };
@@ -1042,13 +1078,16 @@ impl Proxy {
             Phase::Calling(_) => Event::Relayed,
             Phase::Proceeding => {
                 out.push(transaction.hop_request(local, "CANCEL", &transaction.invite.to));
-                transaction.phase = Phase::Cancelling { give_up_at };
-                self.timers.push(Reverse((give_up_at, key)));
+                transaction.phase =
+                    Phase::Cancelling(CancelSent::new(now, t1, transaction.callee_transport));
+                if let Some(deadline) = transaction.deadline() {
+                    self.timers.push(Reverse((deadline, key)));
+                }
                 Event::Relayed
             }
             // The caller resends its CANCEL when our 200 was lost, and so ours, which may have
             // been lost too, goes again.
-            Phase::Cancelling { .. } => {
+            Phase::Cancelling(_) => {
                 out.push(transaction.hop_request(local, "CANCEL", &transaction.invite.to));
                 Event::Relayed
             }
@@ -1118,6 +1157,19 @@ impl Proxy {
             .and_then(|v| check::sent_by(v))
             .is_some_and(|hp| self.is_local(&hp));
         if !ours {
+            return (Vec::new(), Event::Dropped);
+        }
+        if cseq_method(head) == "CANCEL" {
+            // Only the ingress's own CANCELs carry its Via: the agent answered one, which need
+            // not go again. The answer goes no further.
+            let our_branch = uri::param(&elements[0], "branch").unwrap_or_default();
+            if let Some(key) = self.branches.get(our_branch)
+                && let Some(transaction) = self.invites.get_mut(key)
+                && let Phase::Cancelling(sent) = &mut transaction.phase
+            {
+                sent.resend_at = None;
+                self.timers.push(Reverse((sent.give_up_at, key.clone())));
+            }
             return (Vec::new(), Event::Dropped);
         }
         let next_via = match elements.get(1) {
@@ -1786,6 +1838,57 @@ mod tests {
             (out.len(), event),
             (1, Event::Answered(200)),
             "a CANCEL after the end is only answered"
+        );
+    }
+
+    #[test]
+    fn the_ingress_resends_its_cancel_over_udp_until_the_agent_answers_it() {
+        let mut proxy = proxy(100, 100);
+        let start = Instant::now();
+        let forwarded = forward_invite(&mut proxy, 15, start);
+        let agent = forwarded.to;
+        let ringing = agent_answer(&forwarded, "180 Ringing", 15);
+        proxy.on_message(&ringing, agent, Transport::Udp, start);
+        let (out, _) = proxy.on_message(&cancel(15), caller(), Transport::Udp, start);
+        let cancel_sent = out[1].clone();
+
+        let mut resent_after = Vec::new();
+        while let Some(at) = proxy
+            .next_timer()
+            .filter(|at| *at < start + Duration::from_secs(10))
+        {
+            let (out, events) = proxy.on_timers(at);
+            assert_eq!(events, [Event::CancelRetransmitted]);
+            assert_eq!(out, std::slice::from_ref(&cancel_sent));
+            resent_after.push(at - start);
+        }
+        let seconds = |s: f64| Duration::from_secs_f64(s);
+        assert_eq!(
+            resent_after,
+            [seconds(0.5), seconds(1.5), seconds(3.5), seconds(7.5)],
+            "T1, 2xT1, 4xT1 apart, then T2"
+        );
+
+        let our_via = text(&cancel_sent)
+            .lines()
+            .find(|l| l.starts_with("Via: "))
+            .expect("our via")
+            .to_owned();
+        let answered = format!(
+            "SIP/2.0 200 OK\r\n{our_via}\r\nFrom: <sip:+15551230000@pbx>;tag=1\r\n\
+             To: <sip:sales@127.0.0.1>\r\nCall-ID: flood-15\r\nCSeq: 1 CANCEL\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let (out, _) = proxy.on_message(answered.as_bytes(), agent, Transport::Udp, start);
+        assert!(out.is_empty(), "the answer to our CANCEL goes no further");
+        let mut events = Vec::new();
+        while let Some(at) = proxy.next_timer() {
+            events.extend(proxy.on_timers(at).1);
+        }
+        assert_eq!(
+            events,
+            [Event::CancelUnanswered(487)],
+            "no more CANCELs, and the 487 when the agent never ends the INVITE"
         );
     }
 
