@@ -336,9 +336,9 @@ impl Transports {
             }
             return;
         }
-        if self.connections.send(to, bytes.clone()) {
+        let Err(bytes) = self.connections.send(to, bytes) else {
             return;
-        }
+        };
         if let Err(e) = self.socket.send_to(&bytes, to).await {
             tracing::warn!(%to, "udp send failed: {e}");
         }

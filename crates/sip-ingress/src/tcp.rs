@@ -48,11 +48,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Connections {
-    /// Queues `bytes` on the connection to `peer`; false when there is none (or it is stuck).
-    pub fn send(&self, peer: SocketAddr, bytes: Vec<u8>) -> bool {
-        lock(&self.writers)
-            .get(&peer)
-            .is_some_and(|writer| writer.try_send(bytes).is_ok())
+    /// Queues `bytes` on the connection to `peer`; gives them back when there is none (or it is
+    /// stuck).
+    pub fn send(&self, peer: SocketAddr, bytes: Vec<u8>) -> Result<(), Vec<u8>> {
+        match lock(&self.writers).get(&peer) {
+            Some(writer) => writer.try_send(bytes).map_err(|refused| match refused {
+                mpsc::error::TrySendError::Full(bytes)
+                | mpsc::error::TrySendError::Closed(bytes) => bytes,
+            }),
+            None => Err(bytes),
+        }
     }
 
     /// The number of open connections.
