@@ -21,6 +21,7 @@ use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
 use sip_ingress::proxy::{Event, Outgoing, Proxy};
 use sip_ingress::reload::{self, Reloader};
+use sip_ingress::sip::response;
 use sip_ingress::store::Store;
 use sip_ingress::tcp::{self, Connections, Inbound};
 use tokio::net::{TcpListener, UdpSocket};
@@ -320,7 +321,8 @@ impl Transports {
     }
 
     /// Sends over the connection to the destination when there is one, else as the message
-    /// asks: a UDP datagram, or over a new TCP connection.
+    /// asks: a UDP datagram, or over a new TCP connection; a response to a request that came
+    /// over TCP on a connection that has closed goes over a new one (RFC 3261 section 18.2.2).
     async fn send(&self, out: Outgoing) {
         let Outgoing {
             to,
@@ -339,6 +341,15 @@ impl Transports {
         let Err(bytes) = self.connections.send(to, bytes) else {
             return;
         };
+        if let Some(target) = response::reconnect_target(&bytes, to.ip()) {
+            if !self
+                .connections
+                .send_or_connect(target, bytes, &self.core, self.tcp_idle)
+            {
+                tracing::warn!(%target, "tcp send failed: the connection's queue is full");
+            }
+            return;
+        }
         if let Err(e) = self.socket.send_to(&bytes, to).await {
             tracing::warn!(%to, "udp send failed: {e}");
         }

@@ -561,6 +561,72 @@ fn tcp_answers_on_the_connection_and_enforces_its_limits() {
     );
 }
 
+#[test]
+fn a_response_for_a_caller_whose_tcp_connection_closed_goes_over_a_new_one() {
+    use std::io::{Read, Write};
+    let world = start_ingress("tcp-reconnect");
+    let agent = std::net::UdpSocket::bind(("127.0.0.1", world.agent_port)).expect("agent");
+    agent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // Where the caller's Via says it listens: RFC 3261 section 18.2.2 reconnects there.
+    let listening = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listening.local_addr().expect("address").port();
+    let ingress = world.ingress;
+    let invite = format!(
+        "INVITE sip:sales@{ingress} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK-reconnect\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{CALLER}@pbx>;tag=1\r\nTo: <sip:sales@{ingress}>\r\n\
+         Call-ID: reconnect\r\nCSeq: 1 INVITE\r\nContact: <sip:{CALLER}@127.0.0.1:{port};transport=tcp>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let mut caller = std::net::TcpStream::connect(ingress).expect("connects");
+    caller
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    caller.write_all(invite.as_bytes()).expect("sent");
+    let mut buffer = [0u8; 4096];
+    let n = caller.read(&mut buffer).expect("100 Trying");
+    assert!(buffer[..n].starts_with(b"SIP/2.0 100 Trying"));
+    // The caller closes its connection, and the ingress closes its side.
+    caller.shutdown(std::net::Shutdown::Write).expect("shut");
+    assert!(
+        closed_by_peer(&mut caller),
+        "the ingress kept the connection"
+    );
+
+    let (n, from) = agent.recv_from(&mut buffer).expect("the INVITE");
+    let forwarded = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    let mut busy = "SIP/2.0 486 Busy Here\r\n".to_owned();
+    for line in forwarded.lines() {
+        if ["Via:", "From:", "Call-ID:", "CSeq:"]
+            .iter()
+            .any(|name| line.starts_with(name))
+        {
+            busy.push_str(&format!("{line}\r\n"));
+        } else if line.starts_with("To:") {
+            busy.push_str(&format!("{line};tag=agent\r\n"));
+        }
+    }
+    busy.push_str("Content-Length: 0\r\n\r\n");
+    agent.send_to(busy.as_bytes(), from).expect("answered");
+
+    listening.set_nonblocking(true).expect("nonblocking");
+    let mut reconnected = None;
+    wait_until(Duration::from_secs(5), || {
+        reconnected = listening.accept().ok().map(|(stream, _)| stream);
+        reconnected.is_some()
+    });
+    let mut reconnected = reconnected.expect("the ingress connected to the caller's sent-by");
+    reconnected.set_nonblocking(false).expect("blocking");
+    reconnected
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let n = reconnected.read(&mut buffer).expect("the 486");
+    let answer = String::from_utf8_lossy(&buffer[..n]);
+    assert!(answer.starts_with("SIP/2.0 486 Busy Here\r\n"), "{answer}");
+    assert!(answer.contains("Call-ID: reconnect\r\n"), "{answer}");
+}
+
 /// The value of the series `line_start` (`name{labels}`) in the ingress's metrics, 0 if absent.
 fn series(world: &World, line_start: &str) -> u64 {
     metrics(world)

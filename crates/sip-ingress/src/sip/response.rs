@@ -2,7 +2,29 @@
 //! the request in order, From, To (with a tag, except on 100), Call-ID, CSeq, the extra fields a
 //! status needs, and an empty body.
 
-use super::head::Head;
+use std::net::{IpAddr, SocketAddr};
+
+use super::check::{sent_by, split_list};
+use super::frame::frame_datagram;
+use super::head::{self, Head};
+
+/// Where a response goes over a new connection when the connection its request came on has
+/// closed (RFC 3261 section 18.2.2): for a response whose top Via names TCP, the address the
+/// request came from (`received`) at the Via's sent-by port, 5060 without one. None for any
+/// other message.
+pub fn reconnect_target(message: &[u8], received: IpAddr) -> Option<SocketAddr> {
+    if !message.starts_with(b"SIP/2.0 ") {
+        return None;
+    }
+    let frame = frame_datagram(message).ok()?;
+    let head = head::parse(&message[..frame.head_len]).ok()?;
+    let via = split_list(&head.first("Via")?.value).into_iter().next()?;
+    let protocol = via.split_whitespace().next()?;
+    if !protocol.eq_ignore_ascii_case("SIP/2.0/TCP") {
+        return None;
+    }
+    Some(SocketAddr::new(received, sent_by(&via)?.port_or(5060)))
+}
 
 /// The reason phrase of the statuses the ingress sends.
 pub fn reason_phrase(code: u16) -> &'static str {
@@ -133,6 +155,31 @@ mod tests {
         )
         .expect("parses");
         assert_ne!(to_tag(&parsed()), to_tag(&other));
+    }
+
+    #[test]
+    fn a_response_over_tcp_reconnects_to_the_received_address_at_the_sent_by_port() {
+        let received: IpAddr = "192.0.2.9".parse().expect("ip");
+        let response = |via: &str| {
+            format!("SIP/2.0 200 OK\r\nVia: {via}\r\nCall-ID: c\r\nContent-Length: 0\r\n\r\n")
+        };
+        let target = |via: &str| reconnect_target(response(via).as_bytes(), received);
+        assert_eq!(
+            target(
+                "SIP/2.0/TCP pbx.example.com:5070;branch=z9hG4bK1;received=192.0.2.9;rport=40001"
+            ),
+            Some("192.0.2.9:5070".parse().expect("addr"))
+        );
+        assert_eq!(
+            target("SIP/2.0/tcp pbx.example.com;branch=z9hG4bK1, SIP/2.0/UDP a:1;branch=z9hG4bK2"),
+            Some("192.0.2.9:5060".parse().expect("addr"))
+        );
+        assert_eq!(
+            target("SIP/2.0/UDP pbx.example.com:5070;branch=z9hG4bK1"),
+            None
+        );
+        let request = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h:5070;branch=z9hG4bK1\r\n\r\n";
+        assert_eq!(reconnect_target(request, received), None);
     }
 
     #[test]
