@@ -1385,7 +1385,7 @@ mod tests {
     #[test]
     fn retransmissions_are_absorbed_and_admitted_calls_are_tracked() {
         let mut proxy = proxy(100, 100);
-        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let caller = caller();
         let start = Instant::now();
         let (out, event) = proxy.on_message(&invite(1), caller, Transport::Udp, start);
         assert_eq!((event, out.len()), (Event::Admitted, 2));
@@ -1429,7 +1429,7 @@ mod tests {
     #[test]
     fn an_unanswered_invite_is_retransmitted_at_doubling_intervals_then_the_caller_gets_408() {
         let mut proxy = proxy(100, 100);
-        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let caller = caller();
         let start = Instant::now();
         let (out, _) = proxy.on_message(&invite(1), caller, Transport::Udp, start);
         let forwarded = out[1].clone();
@@ -1475,7 +1475,7 @@ mod tests {
     #[test]
     fn a_caller_on_tcp_gets_a_double_record_route_and_both_routes_are_consumed() {
         let mut proxy = proxy(100, 100);
-        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let caller = caller();
         let (out, _) = proxy.on_message(&invite(3), caller, Transport::Tcp, Instant::now());
         assert!(
             text(&out[1]).contains(
@@ -1551,11 +1551,10 @@ mod tests {
     #[test]
     fn a_cancel_waits_for_the_agents_provisional_answer() {
         let mut proxy = proxy(100, 100);
-        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
         let now = Instant::now();
         let forwarded = forward_invite(&mut proxy, 5, now);
         let agent = forwarded.to;
-        let (out, event) = proxy.on_message(&cancel(5), caller, Transport::Udp, now);
+        let (out, event) = proxy.on_message(&cancel(5), caller(), Transport::Udp, now);
         assert_eq!(event, Event::Relayed);
         assert_eq!(out.len(), 1, "only the 200 to the caller");
         assert!(text(&out[0]).starts_with("SIP/2.0 200 OK\r\n"));
@@ -1571,20 +1570,8 @@ mod tests {
             text(&out[1])
         );
         assert_eq!(
-            uri::param(
-                text(&out[1])
-                    .lines()
-                    .find(|l| l.starts_with("Via: "))
-                    .unwrap_or_default(),
-                "branch"
-            ),
-            uri::param(
-                text(&forwarded)
-                    .lines()
-                    .find(|l| l.starts_with("Via: "))
-                    .unwrap_or_default(),
-                "branch"
-            ),
+            top_branch(&out[1]),
+            top_branch(&forwarded),
             "the CANCEL matches the forwarded INVITE"
         );
     }
@@ -1661,7 +1648,7 @@ mod tests {
     #[test]
     fn a_cancelled_invite_the_agent_never_answers_ends_with_487_and_no_cancel() {
         let mut proxy = proxy(100, 100);
-        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let caller = caller();
         let start = Instant::now();
         let (out, _) = proxy.on_message(&invite(6), caller, Transport::Udp, start);
         let agent = out[1].to;
@@ -1681,7 +1668,7 @@ mod tests {
     #[test]
     fn any_answer_from_the_agent_stops_the_retransmissions_and_the_408() {
         let mut proxy = proxy(100, 100);
-        let caller: SocketAddr = "127.0.0.1:5070".parse().expect("addr");
+        let caller = caller();
         let start = Instant::now();
         let (out, _) = proxy.on_message(&invite(2), caller, Transport::Udp, start);
         let forwarded = text(&out[1]);

@@ -13,7 +13,11 @@ use super::head::{self, Head};
 /// request came from (`received`) at the Via's sent-by port, 5060 without one. None for any
 /// other message.
 pub fn reconnect_target(message: &[u8], received: IpAddr) -> Option<SocketAddr> {
-    if !message.starts_with(b"SIP/2.0 ") {
+    // Every response to a UDP caller comes here: most are told apart without parsing.
+    let names_tcp = message
+        .windows(4)
+        .any(|window| window.eq_ignore_ascii_case(b"/TCP"));
+    if !message.starts_with(b"SIP/2.0 ") || !names_tcp {
         return None;
     }
     let frame = frame_datagram(message).ok()?;
