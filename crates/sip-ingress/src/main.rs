@@ -323,37 +323,73 @@ impl Transports {
     /// Sends over the connection to the destination when there is one, else as the message
     /// asks: a UDP datagram, or over a new TCP connection; a response to a request that came
     /// over TCP on a connection that has closed goes over a new one (RFC 3261 section 18.2.2).
-    async fn send(&self, out: Outgoing) {
+    /// Gives the bytes back when they cannot be sent now; a connection that cannot be opened
+    /// gives its messages back later, as [`Inbound::Undeliverable`].
+    async fn send(&self, out: Outgoing) -> Result<(), Vec<u8>> {
         let Outgoing {
             to,
             transport,
             bytes,
         } = out;
         if transport == Transport::Tcp {
-            if !self
+            return self
                 .connections
                 .send_or_connect(to, bytes, &self.core, self.tcp_idle)
-            {
-                tracing::warn!(%to, "tcp send failed: the connection's queue is full");
-            }
-            return;
+                .inspect_err(|_| {
+                    tracing::warn!(%to, "tcp send failed: the connection's queue is full");
+                });
         }
         let Err(bytes) = self.connections.send(to, bytes) else {
-            return;
+            return Ok(());
         };
         if let Some(target) = response::reconnect_target(&bytes, to.ip()) {
-            if !self
+            return self
                 .connections
                 .send_or_connect(target, bytes, &self.core, self.tcp_idle)
-            {
-                tracing::warn!(%target, "tcp send failed: the connection's queue is full");
-            }
-            return;
+                .inspect_err(|_| {
+                    tracing::warn!(%target, "tcp send failed: the connection's queue is full");
+                });
         }
-        if let Err(e) = self.socket.send_to(&bytes, to).await {
-            tracing::warn!(%to, "udp send failed: {e}");
+        match self.socket.send_to(&bytes, to).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(%to, "udp send failed: {e}");
+                Err(bytes)
+            }
         }
     }
+
+    /// Sends what the proxy core gave to send. What cannot be sent goes back to the core
+    /// ([`Proxy::on_undeliverable`]), and the answers it gives for that are sent in turn.
+    async fn deliver(&self, proxy: &mut Proxy, metrics: &Metrics, outgoing: Vec<Outgoing>) {
+        let mut batch = outgoing;
+        // Only an unanswered INVITE gives an answer back, once: this ends.
+        while !batch.is_empty() {
+            let mut answers = Vec::new();
+            for out in batch {
+                let to = out.to;
+                if let Err(bytes) = self.send(out).await {
+                    answers.extend(undeliverable(proxy, metrics, &bytes, to));
+                }
+            }
+            batch = answers;
+        }
+    }
+}
+
+/// Tells the proxy core that `bytes` could not be sent to `to`; returns its answers to send.
+fn undeliverable(
+    proxy: &mut Proxy,
+    metrics: &Metrics,
+    bytes: &[u8],
+    to: SocketAddr,
+) -> Vec<Outgoing> {
+    let (answers, event) = proxy.on_undeliverable(bytes, to, Instant::now());
+    if let Some(event) = event {
+        metrics.event(&event);
+        log_event(&event, to);
+    }
+    answers
 }
 
 /// The proxy core of one listening address: it owns the proxy state, and handles what arrives
@@ -374,7 +410,14 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
                     continue;
                 }
             },
-            Some(message) = transports.inbound.recv() => (message.bytes, message.source, Transport::Tcp),
+            Some(inbound) = transports.inbound.recv() => match inbound {
+                Inbound::Message { bytes, source } => (bytes, source, Transport::Tcp),
+                Inbound::Undeliverable { bytes, peer } => {
+                    let answers = undeliverable(&mut proxy, &metrics, &bytes, peer);
+                    transports.deliver(&mut proxy, &metrics, answers).await;
+                    continue;
+                }
+            },
             _ = expiry.tick() => {
                 proxy.expire(Instant::now());
                 metrics.live(&socket_label, proxy.live());
@@ -385,9 +428,7 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
                 for event in &events {
                     metrics.event(event);
                 }
-                for out in outgoing {
-                    transports.send(out).await;
-                }
+                transports.deliver(&mut proxy, &metrics, outgoing).await;
                 continue;
             }
             Some((name, addresses)) = transports.resolved.recv() => {
@@ -398,9 +439,7 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
                     log_resolved_event(event, &name);
                 }
                 metrics.live(&socket_label, proxy.live());
-                for out in outgoing {
-                    transports.send(out).await;
-                }
+                transports.deliver(&mut proxy, &metrics, outgoing).await;
                 continue;
             }
         };
@@ -410,9 +449,7 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
         metrics.live(&socket_label, proxy.live());
         log_event(&event, source);
         transports.look_up(proxy.take_lookups());
-        for out in outgoing {
-            transports.send(out).await;
-        }
+        transports.deliver(&mut proxy, &metrics, outgoing).await;
     }
 }
 
@@ -457,6 +494,9 @@ fn log_event(event: &Event, source: SocketAddr) {
         Event::Admitted => tracing::info!(%source, "invite admitted"),
         Event::Refused(reason) => tracing::info!(%source, reason = %reason, "invite refused"),
         Event::Answered(code) => tracing::debug!(%source, code, "answered"),
+        Event::Undeliverable(code) => {
+            tracing::info!(agent = %source, code, "invite could not be sent to its agent");
+        }
         other => tracing::debug!(%source, event = ?other, "handled"),
     }
 }

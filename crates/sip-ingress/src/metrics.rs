@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::proxy::Event;
 
 /// One metric family: its type and help text.
-const FAMILIES: [(&str, &str, &str); 12] = [
+const FAMILIES: [(&str, &str, &str); 13] = [
     (
         "sip_ingress_messages_total",
         "counter",
@@ -42,6 +42,11 @@ const FAMILIES: [(&str, &str, &str); 12] = [
         "sip_ingress_invite_timers_total",
         "counter",
         "Forwarded INVITE timers that fired: retransmissions to a silent agent (Timer A), callers answered when it stayed silent (Timer B), agents cancelled for ringing too long (Timer C), CANCELs sent again to an agent that did not answer them (Timer E), callers answered when a cancelled agent gave no final answer (cancel)",
+    ),
+    (
+        "sip_ingress_invite_send_failures_total",
+        "counter",
+        "Forwarded INVITEs that could not be sent to an agent that had not answered (a TCP connection that could not be opened, a failed send), by the answer the caller got",
     ),
     (
         "sip_ingress_invites_awaiting_name_total",
@@ -171,6 +176,10 @@ impl Metrics {
                 "sip_ingress_invite_timers_total",
                 format!("timer=\"cancel\",action=\"answered_{code}\""),
             ),
+            Event::Undeliverable(code) => self.add(
+                "sip_ingress_invite_send_failures_total",
+                format!("action=\"answered_{code}\""),
+            ),
         }
     }
 
@@ -242,6 +251,7 @@ mod tests {
         metrics.event(&Event::RangTooLong);
         metrics.event(&Event::CancelRetransmitted);
         metrics.event(&Event::CancelUnanswered(487));
+        metrics.event(&Event::Undeliverable(500));
         metrics.event(&Event::AwaitingName);
         metrics.policy_in_force("ab12");
         metrics.policy_in_force("cd34");
@@ -258,6 +268,7 @@ mod tests {
             "sip_ingress_invite_timers_total{timer=\"C\",action=\"cancelled\"} 1",
             "sip_ingress_invite_timers_total{timer=\"E\",action=\"cancel_retransmitted\"} 1",
             "sip_ingress_invite_timers_total{timer=\"cancel\",action=\"answered_487\"} 1",
+            "sip_ingress_invite_send_failures_total{action=\"answered_500\"} 1",
             "sip_ingress_invites_awaiting_name_total 1",
             "sip_ingress_answers_total{code=\"404\"} 1",
             "sip_ingress_dropped_total 1",

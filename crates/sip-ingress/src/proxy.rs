@@ -27,6 +27,10 @@
 //! * Agents are reached over UDP, or over TCP when their next hop says `transport=tcp` (the
 //!   transport loop opens the connection, see [`Outgoing::transport`]); when the caller's and
 //!   the agent's transports differ the Record-Route is doubled (RFC 5658).
+//! * A forwarded INVITE the transport loop could not send ([`Proxy::on_undeliverable`]) ends
+//!   as if the agent had answered 503 (RFC 3261 section 16.9), and an agent's 503 to an INVITE
+//!   is relayed as 500 (section 16.7 step 6): the caller hears that the call failed, not that
+//!   the ingress is unavailable.
 //! * A next hop given as a host name is looked up by the transport loop ([`Proxy::take_lookups`],
 //!   [`Proxy::on_resolved`]): the caller has its 100 Trying at once and the INVITE is held,
 //!   then forwarded to the first address of a family the ingress can send to, or answered 503.
@@ -59,7 +63,8 @@ use crate::admission::{self, Admit, Facts, Reason, Transport};
 
 use crate::sip::check::{self, Request, Response, Verdict, split_list};
 use crate::sip::forward::{self, Edits};
-use crate::sip::head::Head;
+use crate::sip::frame::frame_datagram;
+use crate::sip::head::{self, Head};
 use crate::sip::{response, uri};
 
 /// How long an ended INVITE transaction is remembered, to absorb retransmissions, at least
@@ -123,6 +128,10 @@ pub enum Event {
     /// caller got this answer (487 when it had cancelled, else 408) and the transaction ended
     /// (RFC 3261 section 9.1).
     CancelUnanswered(u16),
+    /// A forwarded INVITE the agent had not answered could not be sent to it (a connection that
+    /// could not be opened, a failed send): the caller got this answer, 500, or 487 when it had
+    /// cancelled (RFC 3261 sections 16.9 and 16.7).
+    Undeliverable(u16),
     /// An in-dialog request or a CANCEL was relayed.
     Relayed,
     /// A response was relayed.
@@ -219,23 +228,33 @@ impl InviteTransaction {
     /// Timer B, or the end of a CANCEL's wait: the caller gets the ingress's own final answer
     /// (487 when it cancelled, else 408) and the transaction ends.
     fn give_up(&mut self, now: Instant, out: &mut Vec<Outgoing>) -> Event {
-        let (code, answer) = if self.cancelled {
-            (487, &self.terminated)
+        let calling = matches!(self.phase, Phase::Calling(_));
+        let code = self.end(408, now, out);
+        if calling {
+            Event::TimedOut(code)
         } else {
-            (408, &self.timeout)
+            Event::CancelUnanswered(code)
+        }
+    }
+
+    /// Ends the transaction with the ingress's own final answer to the caller: 487 when it
+    /// cancelled, else `code` (408, or 500). Returns the code sent.
+    fn end(&mut self, code: u16, now: Instant, out: &mut Vec<Outgoing>) -> u16 {
+        let (code, answer) = if self.cancelled {
+            (487, self.terminated.clone())
+        } else if code == 408 {
+            (408, self.timeout.clone())
+        } else {
+            (code, response::with_status(&self.timeout, code))
         };
         out.push(Outgoing {
             to: self.caller,
             transport: Transport::Udp,
             bytes: answer.clone(),
         });
-        self.last_response = answer.clone();
-        let event = match self.phase {
-            Phase::Calling(_) => Event::TimedOut(code),
-            _ => Event::CancelUnanswered(code),
-        };
+        self.last_response = answer;
         self.phase = Phase::Completed { at: now };
-        event
+        code
     }
 
     /// Moves the transaction on for the agent's answer `code` to the INVITE, which the caller
@@ -486,6 +505,16 @@ fn top_via(head: &Head) -> String {
         .unwrap_or_default()
 }
 
+/// Our branch on `message` if it is an INVITE (the ingress only sends INVITEs it forwards).
+fn forwarded_invite_branch(message: &[u8]) -> Option<String> {
+    if !message.starts_with(b"INVITE ") {
+        return None;
+    }
+    let frame = frame_datagram(message).ok()?;
+    let head = head::parse(&message[..frame.head_len]).ok()?;
+    uri::param(&top_via(&head), "branch").map(str::to_owned)
+}
+
 fn cseq_method(head: &Head) -> &str {
     value(head, "CSeq")
         .split_whitespace()
@@ -649,6 +678,34 @@ impl Proxy {
             }
         }
         (out, events)
+    }
+
+    /// Handles a message the transport loop could not send to `to` (a TCP connection that could
+    /// not be opened or whose queue is full, a failed UDP send). A forwarded INVITE the agent
+    /// has not answered ends as if the agent had answered 503 (RFC 3261 section 16.9): the
+    /// caller gets 500, what a proxy sends on for a lone 503 (section 16.7 step 6), or 487 if
+    /// it had cancelled. Anything else lost is left to its own timers and retransmissions.
+    pub fn on_undeliverable(
+        &mut self,
+        message: &[u8],
+        to: SocketAddr,
+        now: Instant,
+    ) -> (Vec<Outgoing>, Option<Event>) {
+        let mut out = Vec::new();
+        let Some(branch) = forwarded_invite_branch(message) else {
+            return (out, None);
+        };
+        let Some(transaction) = self
+            .branches
+            .get(&branch)
+            .and_then(|key| self.invites.get_mut(key))
+            .filter(|t| t.callee == to && matches!(t.phase, Phase::Calling(_)))
+        else {
+            return (out, None);
+        };
+        let code = transaction.end(500, now, &mut out);
+        self.dialogs.remove(&transaction.invite.call_id);
+        (out, Some(Event::Undeliverable(code)))
     }
 
     /// The number of dialogs and INVITE transactions held.
@@ -1200,16 +1257,25 @@ impl Proxy {
         }
         relayed.extend_from_slice(&bytes[first.span.end..response.frame.len()]);
 
+        let method = cseq_method(head);
+        let transaction = match method {
+            "INVITE" => self
+                .branches
+                .get(our_branch)
+                .and_then(|key| Some((key, self.invites.get_mut(key)?))),
+            _ => None,
+        };
+        if response.code == 503 && transaction.is_some() {
+            // RFC 3261 section 16.7 step 6: the agent is unavailable, not the ingress, so the
+            // caller gets 500 and does not take the ingress for down.
+            relayed = response::with_status(&relayed, 500);
+        }
         let mut out = vec![Outgoing {
             to,
             transport: Transport::Udp,
             bytes: relayed.clone(),
         }];
-        let method = cseq_method(head);
-        if method == "INVITE"
-            && let Some(key) = self.branches.get(our_branch)
-            && let Some(transaction) = self.invites.get_mut(key)
-        {
+        if let Some((key, transaction)) = transaction {
             if response.code >= 300 {
                 out.push(transaction.hop_request(self.local, "ACK", value(head, "To")));
                 self.dialogs.remove(value(head, "Call-ID"));
@@ -1606,6 +1672,148 @@ mod tests {
         ] {
             assert!(ack.contains(field), "{field:?} missing from\n{ack}");
         }
+    }
+
+    #[test]
+    fn an_agents_503_reaches_the_caller_as_500_with_the_rest_of_the_answer() {
+        let mut proxy = proxy(100, 100);
+        let now = Instant::now();
+        let forwarded = forward_invite(&mut proxy, 14, now);
+        let agent = forwarded.to;
+        let unavailable =
+            String::from_utf8(agent_answer(&forwarded, "503 Service Unavailable", 14))
+                .expect("text")
+                .replace("Content-Length: 0", "Retry-After: 30\r\nContent-Length: 0");
+        for _ in 0..2 {
+            // The agent's retransmission is relayed the same way.
+            let (out, event) = proxy.on_message(unavailable.as_bytes(), agent, Transport::Udp, now);
+            assert_eq!(event, Event::ResponseRelayed);
+            assert_eq!(out.len(), 2, "the answer relayed and the ACK sent");
+            let relayed = text(&out[0]);
+            assert_eq!(out[0].to, caller());
+            assert!(
+                relayed.starts_with("SIP/2.0 500 Server Internal Error\r\n"),
+                "{relayed}"
+            );
+            let unavailable_rest = unavailable.split_once("\r\n").expect("line").1;
+            let our_via = unavailable_rest.lines().next().expect("our via");
+            assert_eq!(
+                relayed.split_once("\r\n").expect("line").1,
+                unavailable_rest.replacen(&format!("{our_via}\r\n"), "", 1),
+                "everything but the status line and our Via is the agent's"
+            );
+            assert!(text(&out[1]).starts_with("ACK "), "{}", text(&out[1]));
+        }
+        let (out, _) = proxy.on_message(&invite(14), caller(), Transport::Udp, now);
+        assert!(
+            text(&out[0]).starts_with("SIP/2.0 500 "),
+            "the caller's retransmission gets the 500 again"
+        );
+    }
+
+    #[test]
+    fn a_503_to_a_request_other_than_invite_is_relayed_as_it_is() {
+        let mut proxy = proxy(100, 100);
+        let now = Instant::now();
+        let forwarded = forward_invite(&mut proxy, 15, now);
+        let agent = forwarded.to;
+        let ok = agent_answer(&forwarded, "200 OK", 15);
+        proxy.on_message(&ok, agent, Transport::Udp, now);
+        let bye = "BYE sip:sales@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye15\r\n\
+             Route: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:+15551230000@pbx>;tag=1\r\n\
+             To: <sip:sales@127.0.0.1>;tag=a\r\nCall-ID: flood-15\r\nCSeq: 2 BYE\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let (out, event) = proxy.on_message(bye.as_bytes(), caller(), Transport::Udp, now);
+        assert_eq!(event, Event::Relayed);
+        let unavailable = String::from_utf8(agent_answer(&out[0], "503 Service Unavailable", 15))
+            .expect("text")
+            .replace("branch=z9hG4bK15", "branch=z9hG4bKbye15")
+            .replace("CSeq: 1 INVITE", "CSeq: 2 BYE");
+        let (out, event) = proxy.on_message(unavailable.as_bytes(), agent, Transport::Udp, now);
+        assert_eq!(event, Event::ResponseRelayed);
+        assert!(
+            text(&out[0]).starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+            "{}",
+            text(&out[0])
+        );
+    }
+
+    #[test]
+    fn an_invite_that_cannot_be_sent_to_its_agent_ends_at_once_with_500() {
+        let mut proxy = proxy(100, 100);
+        let start = Instant::now();
+        let forwarded = forward_invite(&mut proxy, 16, start);
+        let agent = forwarded.to;
+        for elsewhere in ["127.0.0.1:1".parse().expect("addr"), caller()] {
+            assert_eq!(
+                proxy.on_undeliverable(&forwarded.bytes, elsewhere, start),
+                (vec![], None),
+                "only a failure towards the INVITE's agent counts"
+            );
+        }
+        let (out, event) = proxy.on_undeliverable(&forwarded.bytes, agent, start);
+        assert_eq!(event, Some(Event::Undeliverable(500)));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to, caller());
+        let answer = text(&out[0]);
+        assert!(
+            answer.starts_with("SIP/2.0 500 Server Internal Error\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("Call-ID: flood-16\r\n") && answer.contains(";tag="));
+        assert_eq!(
+            proxy.on_undeliverable(&forwarded.bytes, agent, start),
+            (vec![], None),
+            "a transaction ends once"
+        );
+        assert_eq!(
+            proxy.on_timers(start + DEFAULT_T1 * 64),
+            (vec![], vec![]),
+            "no retransmission, no 408"
+        );
+        let (out, event) = proxy.on_message(&invite(16), caller(), Transport::Udp, start);
+        assert_eq!(event, Event::Retransmission);
+        assert_eq!(
+            text(&out[0]),
+            answer,
+            "a retransmitted INVITE gets the 500 again"
+        );
+        assert_eq!(proxy.live().0, 0, "no dialog is left");
+    }
+
+    #[test]
+    fn only_an_unanswered_invite_ends_when_a_message_cannot_be_sent() {
+        let mut proxy = proxy(100, 100);
+        let now = Instant::now();
+        let forwarded = forward_invite(&mut proxy, 17, now);
+        let agent = forwarded.to;
+        let ringing = agent_answer(&forwarded, "180 Ringing", 17);
+        proxy.on_message(&ringing, agent, Transport::Udp, now);
+        assert_eq!(
+            proxy.on_undeliverable(&forwarded.bytes, agent, now),
+            (vec![], None),
+            "the agent has answered: the INVITE reached it"
+        );
+        let response = agent_answer(&forwarded, "180 Ringing", 18);
+        assert_eq!(
+            proxy.on_undeliverable(&response, caller(), now),
+            (vec![], None)
+        );
+        assert_eq!(
+            proxy.on_undeliverable(b"INVITE garbage", agent, now),
+            (vec![], None)
+        );
+    }
+
+    #[test]
+    fn a_cancelled_invite_that_cannot_be_sent_ends_with_487() {
+        let mut proxy = proxy(100, 100);
+        let now = Instant::now();
+        let forwarded = forward_invite(&mut proxy, 19, now);
+        proxy.on_message(&cancel(19), caller(), Transport::Udp, now);
+        let (out, event) = proxy.on_undeliverable(&forwarded.bytes, forwarded.to, now);
+        assert_eq!(event, Some(Event::Undeliverable(487)));
+        assert!(text(&out[0]).starts_with("SIP/2.0 487 Request Terminated\r\n"));
     }
 
     #[test]

@@ -19,12 +19,23 @@ use tokio::sync::mpsc;
 
 use crate::sip::frame::{FrameError, PONG, StreamReader};
 
-/// A message received on a connection, for the proxy core.
-pub struct Inbound {
-    /// One framed message.
-    pub bytes: Vec<u8>,
-    /// The connection's peer.
-    pub source: SocketAddr,
+/// What the connections tell the proxy core.
+pub enum Inbound {
+    /// One framed message received from `source`, the connection's peer.
+    Message {
+        /// The message.
+        bytes: Vec<u8>,
+        /// The connection's peer.
+        source: SocketAddr,
+    },
+    /// A message that was queued for `peer` and never sent: the connection to it could not be
+    /// opened (RFC 3261 section 18.4, a transport error the core answers for).
+    Undeliverable {
+        /// The message.
+        bytes: Vec<u8>,
+        /// Where it should have gone.
+        peer: SocketAddr,
+    },
 }
 
 /// How many queued messages a connection's writer holds before the connection is closed.
@@ -41,6 +52,12 @@ pub struct Connections {
     per_source: Mutex<HashMap<IpAddr, usize>>,
 }
 
+fn queue_refused(refused: mpsc::error::TrySendError<Vec<u8>>) -> Vec<u8> {
+    match refused {
+        mpsc::error::TrySendError::Full(bytes) | mpsc::error::TrySendError::Closed(bytes) => bytes,
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -52,10 +69,7 @@ impl Connections {
     /// stuck).
     pub fn send(&self, peer: SocketAddr, bytes: Vec<u8>) -> Result<(), Vec<u8>> {
         match lock(&self.writers).get(&peer) {
-            Some(writer) => writer.try_send(bytes).map_err(|refused| match refused {
-                mpsc::error::TrySendError::Full(bytes)
-                | mpsc::error::TrySendError::Closed(bytes) => bytes,
-            }),
+            Some(writer) => writer.try_send(bytes).map_err(queue_refused),
             None => Err(bytes),
         }
     }
@@ -99,43 +113,58 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Connections {
     /// Queues `bytes` on the connection to `peer`, opening one when there is none: messages sent
-    /// while it is being opened wait in its queue. Returns false when the message cannot be
-    /// queued.
+    /// while it is being opened wait in its queue, and if it cannot be opened they go back to
+    /// `core` as [`Inbound::Undeliverable`]. Gives the bytes back when they cannot be queued
+    /// (the connection's queue is full).
     pub fn send_or_connect(
         self: &Arc<Self>,
         peer: SocketAddr,
         bytes: Vec<u8>,
         core: &mpsc::Sender<Inbound>,
         idle: Duration,
-    ) -> bool {
-        let outgoing = {
+    ) -> Result<(), Vec<u8>> {
+        let (sender, mut receiver) = {
             let mut writers = lock(&self.writers);
             if let Some(writer) = writers.get(&peer) {
-                return writer.try_send(bytes).is_ok();
+                return writer.try_send(bytes).map_err(queue_refused);
             }
             let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
-            let queued = sender.try_send(bytes).is_ok();
+            // A new queue has room for one message.
+            sender.try_send(bytes).map_err(queue_refused)?;
             writers.insert(peer, sender.clone());
             *lock(&self.per_source).entry(peer.ip()).or_default() += 1;
-            if !queued {
-                return false;
-            }
             (sender, receiver)
         };
         let (connections, core) = (Arc::clone(self), core.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    tracing::debug!(%peer, "tcp connection to agent opened");
-                    serve(stream, peer, outgoing, &core, idle).await;
-                }
-                Ok(Err(e)) => tracing::warn!(%peer, "tcp connection to agent failed: {e}"),
-                Err(_) => tracing::warn!(%peer, "tcp connection to agent timed out"),
-            }
+            let failure =
+                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = stream.set_nodelay(true);
+                        tracing::debug!(%peer, "tcp connection to agent opened");
+                        serve(stream, peer, (sender, receiver), &core, idle).await;
+                        connections.release(peer);
+                        return;
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "timed out".to_owned(),
+                };
+            tracing::warn!(%peer, "tcp connection to agent failed: {failure}");
+            // Once the queue is out of the table, nothing more joins it: what it holds is all
+            // that was lost.
             connections.release(peer);
+            receiver.close();
+            while let Some(bytes) = receiver.recv().await {
+                if core
+                    .send(Inbound::Undeliverable { bytes, peer })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
         });
-        true
+        Ok(())
     }
 }
 
@@ -199,7 +228,7 @@ async fn serve(
             let _ = queue.try_send(PONG.to_vec());
         }
         for bytes in received.messages {
-            let inbound = Inbound {
+            let inbound = Inbound::Message {
                 bytes,
                 source: peer,
             };

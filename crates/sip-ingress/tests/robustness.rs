@@ -4,7 +4,7 @@
 //! Each case is a run of steps on one proxy: a caller's message (a RFC 4475 / RFC 5118 torture
 //! message or a valid INVITE, CANCEL, BYE, ACK or OPTIONS, mutated byte by byte), the agent's
 //! answer to the last request forwarded to it (also mutated), a host-name lookup answered or
-//! failed, or time passing with the timers fired.
+//! failed, that last request failing to be sent, or time passing with the timers fired.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -164,6 +164,8 @@ enum Step {
     },
     /// The host-name lookups asked for so far are answered (with 127.0.0.1, or with nothing).
     Resolve { found: bool },
+    /// The last request sent to the agent could not be sent (a refused connection).
+    Undeliverable,
     /// Time passes and due timers fire.
     Wait { millis: u64 },
 }
@@ -179,6 +181,7 @@ fn step() -> impl Strategy<Value = Step> {
             }),
         3 => (0..REPLIES.len(), mutations()).prop_map(|(reply, mutations)| Step::Agent { reply, mutations }),
         1 => any::<bool>().prop_map(|found| Step::Resolve { found }),
+        1 => Just(Step::Undeliverable),
         1 => prop_oneof![3 => 0u64..70_000, 1 => 170_000u64..250_000]
             .prop_map(|millis| Step::Wait { millis }),
     ]
@@ -312,6 +315,12 @@ proptest! {
                         sent.extend(proxy.on_resolved(&name, addresses.clone(), now).0);
                     }
                     sent
+                }
+                Step::Undeliverable => {
+                    let Some((agent, request)) = &to_agent else {
+                        continue;
+                    };
+                    proxy.on_undeliverable(request, *agent, now).0
                 }
                 Step::Wait { millis } => {
                     now += Duration::from_millis(*millis);

@@ -380,6 +380,36 @@ fn the_proxy_route_is_honoured_and_no_x_dest_user_is_sent_when_unset() {
 }
 
 #[test]
+fn a_call_to_an_agent_whose_tcp_port_refuses_connections_gets_500_without_waiting_for_timer_b() {
+    // With T1 at 10 s, Timer B would answer only after 640 s, far beyond SIPp's 60 s: the
+    // 500 can only come from the refused connection.
+    let world = start_world("agent-refused", "t1_ms = 10000", ROOMY_POLICY);
+    // Nothing listens on the agent's TCP port.
+    let mut caller = start_caller(&world, "caller_failed.xml", "tcpdesk", CALLER, &[]);
+    finished_ok(&mut caller, &world.dir, "caller");
+    let ingress_log = log(&world.dir.join("ingress.log"));
+    assert!(
+        ingress_log.contains("tcp connection to agent failed")
+            && ingress_log.contains("invite could not be sent to its agent"),
+        "{ingress_log}"
+    );
+    let text = metrics(&world);
+    for line in [
+        "sip_ingress_invite_send_failures_total{action=\"answered_500\"} 1".to_owned(),
+        format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("code=\"481\""),
+        "the caller's ACK for the 500 is absorbed:\n{text}"
+    );
+}
+
+#[test]
 fn a_non_e164_from_gets_404() {
     let world = start_ingress("404");
     let mut caller = start_caller(&world, "caller_refused.xml", "sales", "alice", &[]);

@@ -53,6 +53,18 @@ pub fn reason_phrase(code: u16) -> &'static str {
     }
 }
 
+/// `response` with its status line replaced by `code`'s: how a proxy turns the 503 it got into
+/// the 500 it sends on (RFC 3261 section 16.7 step 6). A message without a line end comes back
+/// as it was.
+pub fn with_status(response: &[u8], code: u16) -> Vec<u8> {
+    let Some(line_end) = response.windows(2).position(|w| w == b"\r\n") else {
+        return response.to_vec();
+    };
+    let mut out = format!("SIP/2.0 {code} {}", reason_phrase(code)).into_bytes();
+    out.extend_from_slice(&response[line_end..]);
+    out
+}
+
 /// A To tag that is the same for every retransmission of one request, so stateless answers to
 /// retransmissions agree (FNV-1a over Call-ID, From and CSeq).
 pub fn to_tag(head: &Head) -> String {
@@ -119,6 +131,19 @@ mod tests {
 
     fn parsed() -> Head {
         head::parse(REQUEST).expect("parses")
+    }
+
+    #[test]
+    fn a_new_status_replaces_the_status_line_and_keeps_the_rest() {
+        let agent = b"SIP/2.0 503 Busy Here Today\r\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2\r\n\
+            Retry-After: 30\r\nContent-Length: 0\r\n\r\n";
+        let sent = with_status(agent, 500);
+        assert_eq!(
+            sent,
+            b"SIP/2.0 500 Server Internal Error\r\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2\r\n\
+            Retry-After: 30\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(with_status(b"SIP/2.0 503", 500), b"SIP/2.0 503");
     }
 
     #[test]
