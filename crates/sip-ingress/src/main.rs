@@ -363,7 +363,8 @@ impl Transports {
     /// ([`Proxy::on_undeliverable`]), and the answers it gives for that are sent in turn.
     async fn deliver(&self, proxy: &mut Proxy, metrics: &Metrics, outgoing: Vec<Outgoing>) {
         let mut batch = outgoing;
-        // Only an unanswered INVITE gives an answer back, once: this ends.
+        // Only an unanswered INVITE gives something back: an answer once, or itself for its
+        // agent's next address, of which there are at most MOST_ADDRESSES_TRIED. This ends.
         while !batch.is_empty() {
             let mut answers = Vec::new();
             for out in batch {
@@ -496,6 +497,9 @@ fn log_event(event: &Event, source: SocketAddr) {
         Event::Answered(code) => tracing::debug!(%source, code, "answered"),
         Event::Undeliverable(code) => {
             tracing::info!(agent = %source, code, "invite could not be sent to its agent");
+        }
+        Event::NextAddress => {
+            tracing::info!(agent = %source, "invite could not be sent here; sent to the next address");
         }
         other => tracing::debug!(%source, event = ?other, "handled"),
     }

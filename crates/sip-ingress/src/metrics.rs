@@ -180,6 +180,10 @@ impl Metrics {
                 "sip_ingress_invite_send_failures_total",
                 format!("action=\"answered_{code}\""),
             ),
+            Event::NextAddress => self.add(
+                "sip_ingress_invite_send_failures_total",
+                "action=\"next_address\"".to_owned(),
+            ),
         }
     }
 
@@ -252,6 +256,7 @@ mod tests {
         metrics.event(&Event::CancelRetransmitted);
         metrics.event(&Event::CancelUnanswered(487));
         metrics.event(&Event::Undeliverable(500));
+        metrics.event(&Event::NextAddress);
         metrics.event(&Event::AwaitingName);
         metrics.policy_in_force("ab12");
         metrics.policy_in_force("cd34");
@@ -269,6 +274,7 @@ mod tests {
             "sip_ingress_invite_timers_total{timer=\"E\",action=\"cancel_retransmitted\"} 1",
             "sip_ingress_invite_timers_total{timer=\"cancel\",action=\"answered_487\"} 1",
             "sip_ingress_invite_send_failures_total{action=\"answered_500\"} 1",
+            "sip_ingress_invite_send_failures_total{action=\"next_address\"} 1",
             "sip_ingress_invites_awaiting_name_total 1",
             "sip_ingress_answers_total{code=\"404\"} 1",
             "sip_ingress_dropped_total 1",

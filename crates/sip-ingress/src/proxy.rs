@@ -16,8 +16,9 @@
 //!   agent answers it (RFC 3261 section 17.1.2.2, Timer E).
 //! * Responses are relayed by popping our Via and sending to the next one's `received`/`rport`
 //!   or sent-by, when our Via's branch is the one the ingress made for a request from there
-//!   (keyed by a secret: forged responses do not make it a reflector). For a non-2xx final answer to an INVITE the proxy sends the ACK itself and
-//!   absorbs the caller's (RFC 3261 section 17.1.1.3).
+//!   (keyed by a secret: forged responses do not make it a reflector). For a non-2xx final
+//!   answer to an INVITE the proxy sends the ACK itself and absorbs the caller's (RFC 3261
+//!   section 17.1.1.3).
 //! * A forwarded INVITE is retransmitted to the agent after T1, 2xT1, 4xT1... until the agent
 //!   answers at all, and if it has not answered after 64xT1 the caller gets 408 Request Timeout
 //!   (RFC 3261 section 17.1.1.2, Timers A and B; over TCP, which is reliable, only B). An agent
@@ -27,15 +28,17 @@
 //! * Agents are reached over UDP, or over TCP when their next hop says `transport=tcp` (the
 //!   transport loop opens the connection, see [`Outgoing::transport`]); when the caller's and
 //!   the agent's transports differ the Record-Route is doubled (RFC 5658).
-//! * A forwarded INVITE the transport loop could not send ([`Proxy::on_undeliverable`]) ends
-//!   as if the agent had answered 503 (RFC 3261 section 16.9), and an agent's 503 to an INVITE
-//!   is relayed as 500 (section 16.7 step 6): the caller hears that the call failed, not that
-//!   the ingress is unavailable.
+//! * A forwarded INVITE the transport loop could not send ([`Proxy::on_undeliverable`]) goes to
+//!   the next address of its agent's host name, if it has one, as a new transaction (RFC 3263
+//!   section 4.3); else it ends as if the agent had answered 503 (RFC 3261 section 16.9). An
+//!   agent's 503 to an INVITE is relayed as 500 (section 16.7 step 6): the caller hears that the
+//!   call failed, not that the ingress is unavailable.
 //! * A next hop given as a host name is looked up by the transport loop ([`Proxy::take_lookups`],
 //!   [`Proxy::on_resolved`]): the caller has its 100 Trying at once and the INVITE is held,
 //!   then forwarded to the first address of a family the ingress can send to, or answered 503.
 //!   Answers are cached ([`RESOLVED_LIFETIME`]). Only address records are used: the port is the
-//!   one in the URI or route, 5060 without one (no RFC 3263 NAPTR/SRV selection).
+//!   one in the URI or route, 5060 without one (no RFC 3263 NAPTR/SRV selection), and only a
+//!   transport error moves an INVITE on to the next address (not a timeout, nor a 503).
 //! * OPTIONS addressed to the ingress itself is answered 200.
 //! * An initial INVITE that already carries a Via of the ingress's own address has come back
 //!   through it: 482 Loop Detected (RFC 3261 section 16.3). The ingress only forwards to agents,
@@ -90,6 +93,10 @@ pub const RESOLVED_LIFETIME: Duration = Duration::from_secs(30);
 /// How long a name that did not resolve is remembered, so that a burst of calls to an agent
 /// whose name is wrong is not a burst of lookups.
 pub const FAILED_LOOKUP_LIFETIME: Duration = Duration::from_secs(5);
+/// How many of an agent host name's addresses one INVITE tries, in the resolver's order, when
+/// it cannot be sent to one (RFC 3263 section 4.3). Bounded, so that a name with many dead
+/// addresses does not have one INVITE open as many connections.
+pub const MOST_ADDRESSES_TRIED: usize = 4;
 
 /// One datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +139,9 @@ pub enum Event {
     /// could not be opened, a failed send): the caller got this answer, 500, or 487 when it had
     /// cancelled (RFC 3261 sections 16.9 and 16.7).
     Undeliverable(u16),
+    /// A forwarded INVITE could not be sent to one address of its agent's host name and went to
+    /// the next, as a new transaction (RFC 3263 section 4.3).
+    NextAddress,
     /// An in-dialog request or a CANCEL was relayed.
     Relayed,
     /// A response was relayed.
@@ -201,10 +211,17 @@ impl InviteFields {
 #[derive(Debug)]
 struct InviteTransaction {
     caller: SocketAddr,
+    /// The branch of the caller's INVITE, from which ours are made.
+    caller_branch: String,
     callee: SocketAddr,
+    /// The agent's other addresses, the next one last: where the INVITE goes if it cannot be
+    /// sent to `callee`.
+    fallbacks: Vec<SocketAddr>,
     callee_transport: Transport,
     /// Our branch on the forwarded INVITE (CANCEL and our ACK reuse it).
     branch: String,
+    /// How many addresses the INVITE went to before `callee`; part of our branch.
+    attempt: u8,
     /// The forwarded INVITE's Request-URI.
     request_uri: String,
     /// The forwarded INVITE's From, To, Call-ID and CSeq number, which the CANCEL and ACK the
@@ -386,6 +403,7 @@ struct Unanswered {
 #[derive(Debug)]
 struct Prepared {
     key: String,
+    caller_branch: String,
     branch: String,
     request_uri: String,
     invite: InviteFields,
@@ -449,13 +467,32 @@ pub struct Proxy {
     new_lookups: Vec<String>,
 }
 
-/// The first of `addresses` a request over `transport` from `local` can go to: over UDP it leaves
-/// by our socket, so it must be of the socket's family; a TCP connection can be opened to either.
-fn reachable(local: SocketAddr, addresses: &[IpAddr], transport: Transport) -> Option<IpAddr> {
+/// The addresses a request over `transport` from `local` can go to, in order, at most
+/// [`MOST_ADDRESSES_TRIED`]: over UDP it leaves by our socket, so they must be of the socket's
+/// family; a TCP connection can be opened to either.
+fn reachable(local: SocketAddr, addresses: &[IpAddr], transport: Transport) -> Vec<IpAddr> {
     addresses
         .iter()
-        .find(|ip| transport == Transport::Tcp || ip.is_ipv4() == local.is_ipv4())
+        .filter(|ip| transport == Transport::Tcp || ip.is_ipv4() == local.is_ipv4())
+        .take(MOST_ADDRESSES_TRIED)
         .copied()
+        .collect()
+}
+
+/// `forwarded`, an INVITE whose first header field is our Via with branch `old`, with `new`
+/// in its place.
+fn rebranch(forwarded: &[u8], old: &str, new: &str) -> Option<Vec<u8>> {
+    let via_start = forwarded.windows(2).position(|w| w == b"\r\n")? + 2;
+    let via_len = forwarded[via_start..]
+        .windows(2)
+        .position(|w| w == b"\r\n")?;
+    let via = std::str::from_utf8(&forwarded[via_start..via_start + via_len]).ok()?;
+    let at = via_start + via.find(&format!("branch={old}"))? + "branch=".len();
+    let mut rebranched = Vec::with_capacity(forwarded.len() + new.len());
+    rebranched.extend_from_slice(&forwarded[..at]);
+    rebranched.extend_from_slice(new.as_bytes());
+    rebranched.extend_from_slice(&forwarded[at + old.len()..]);
+    Some(rebranched)
 }
 
 fn socket_of(hp: &HostPort, default_port: u16) -> Option<SocketAddr> {
@@ -568,11 +605,14 @@ impl Proxy {
             let Some(prepared) = awaiting.prepared.take() else {
                 continue;
             };
-            match reachable(self.local, &addresses, prepared.hop_transport) {
-                Some(ip) => {
-                    let callee = SocketAddr::new(ip, awaiting.port);
+            let port = awaiting.port;
+            let mut callees = reachable(self.local, &addresses, prepared.hop_transport)
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port));
+            match callees.next() {
+                Some(callee) => {
                     self.awaiting.remove(&key);
-                    out.push(self.launch(prepared, callee, now));
+                    out.push(self.launch(prepared, callee, callees.collect(), now));
                     events.push(Event::Admitted);
                 }
                 None => {
@@ -681,8 +721,10 @@ impl Proxy {
     }
 
     /// Handles a message the transport loop could not send to `to` (a TCP connection that could
-    /// not be opened or whose queue is full, a failed UDP send). A forwarded INVITE the agent
-    /// has not answered ends as if the agent had answered 503 (RFC 3261 section 16.9): the
+    /// not be opened, ended first or whose queue is full, a failed UDP send). A forwarded INVITE
+    /// the agent has not answered goes to the next address of the agent's host name, as a new
+    /// transaction with the same Timer B (RFC 3263 section 4.3), unless the caller cancelled.
+    /// Without one it ends as if the agent had answered 503 (RFC 3261 section 16.9): the
     /// caller gets 500, what a proxy sends on for a lone 503 (section 16.7 step 6), or 487 if
     /// it had cancelled. Anything else lost is left to its own timers and retransmissions.
     pub fn on_undeliverable(
@@ -695,14 +737,52 @@ impl Proxy {
         let Some(branch) = forwarded_invite_branch(message) else {
             return (out, None);
         };
+        let Some(key) = self.branches.get(&branch).cloned() else {
+            return (out, None);
+        };
         let Some(transaction) = self
-            .branches
-            .get(&branch)
-            .and_then(|key| self.invites.get_mut(key))
+            .invites
+            .get(&key)
             .filter(|t| t.callee == to && matches!(t.phase, Phase::Calling(_)))
         else {
             return (out, None);
         };
+        let next_branch = self.branch_of(
+            &transaction.caller_branch,
+            transaction.caller,
+            &transaction.invite.call_id,
+            transaction.attempt + 1,
+        );
+        let Some(transaction) = self.invites.get_mut(&key) else {
+            return (out, None);
+        };
+        if !transaction.cancelled
+            && let Some(next) = transaction.fallbacks.pop()
+            && let Phase::Calling(unanswered) = &mut transaction.phase
+            && let Some(forwarded) = rebranch(&unanswered.forwarded, &branch, &next_branch)
+        {
+            unanswered.forwarded = forwarded.clone();
+            unanswered.retransmit_at =
+                (transaction.callee_transport == Transport::Udp).then(|| now + self.t1);
+            unanswered.interval = self.t1;
+            transaction.callee = next;
+            transaction.attempt += 1;
+            transaction.branch = next_branch.clone();
+            if let Some(dialog) = self.dialogs.get_mut(&transaction.invite.call_id) {
+                dialog.callee = next;
+            }
+            if let Some(deadline) = transaction.deadline() {
+                self.timers.push(Reverse((deadline, key.clone())));
+            }
+            out.push(Outgoing {
+                to: next,
+                transport: transaction.callee_transport,
+                bytes: forwarded,
+            });
+            self.branches.remove(&branch);
+            self.branches.insert(next_branch, key);
+            return (out, Some(Event::NextAddress));
+        }
         let code = transaction.end(500, now, &mut out);
         self.dialogs.remove(&transaction.invite.call_id);
         (out, Some(Event::Undeliverable(code)))
@@ -827,15 +907,32 @@ impl Proxy {
     fn branch_for(&self, head: &Head, source: SocketAddr) -> String {
         let via = top_via(head);
         let incoming = uri::param(&via, "branch").unwrap_or_default();
-        self.branch_of(incoming, source, value(head, "Call-ID"))
+        self.branch_of(incoming, source, value(head, "Call-ID"), 0)
     }
 
     /// Our branch on a request whose sender's branch is `incoming`, sent from `source` in call
-    /// `call_id`: the same for its retransmissions, and keyed by a secret, so that a response
-    /// proves the ingress forwarded its request to the sender its next Via names.
-    fn branch_of(&self, incoming: &str, source: SocketAddr, call_id: &str) -> String {
-        let tag = self.branch_key.hash_one((incoming, source, call_id));
-        format!("{}{tag:016x}", check::BRANCH_COOKIE)
+    /// `call_id`, on its `attempt`th address (0 for the first): the same for its
+    /// retransmissions, and keyed by a secret, so that a response proves the ingress forwarded
+    /// its request to the sender its next Via names. A later attempt is a new transaction with
+    /// a branch of its own (RFC 3263 section 4.3), which names its attempt.
+    fn branch_of(&self, incoming: &str, source: SocketAddr, call_id: &str, attempt: u8) -> String {
+        let tag = self
+            .branch_key
+            .hash_one((incoming, source, call_id, attempt));
+        match attempt {
+            0 => format!("{}{tag:016x}", check::BRANCH_COOKIE),
+            _ => format!("{}{tag:016x}.{attempt}", check::BRANCH_COOKIE),
+        }
+    }
+
+    /// Whether `ours` is a branch the ingress made for a request whose sender's branch is
+    /// `incoming`, sent from `source` in call `call_id`.
+    fn made_branch(&self, ours: &str, incoming: &str, source: SocketAddr, call_id: &str) -> bool {
+        let attempt = ours
+            .rsplit_once('.')
+            .and_then(|(_, attempt)| attempt.parse().ok())
+            .unwrap_or(0);
+        ours == self.branch_of(incoming, source, call_id, attempt)
     }
 
     fn transaction_key(head: &Head, source: SocketAddr) -> String {
@@ -957,7 +1054,10 @@ impl Proxy {
             return (out, Event::Refused("overloaded".into()));
         }
         let hop = &forward.next_hop;
-        let branch = self.branch_for(head, source);
+        let caller_branch = uri::param(&top_via(head), "branch")
+            .unwrap_or_default()
+            .to_owned();
+        let branch = self.branch_of(&caller_branch, source, value(head, "Call-ID"), 0);
         let edits = Edits {
             request_uri: Some(forward.agent_uri.clone()),
             via: self.our_via(hop.transport, &branch),
@@ -969,6 +1069,7 @@ impl Proxy {
         let trying = response::build(head, 100, &[]);
         let prepared = Prepared {
             key,
+            caller_branch,
             branch,
             request_uri: forward.agent_uri.clone(),
             invite: InviteFields::of(head),
@@ -985,8 +1086,8 @@ impl Proxy {
             transport: Transport::Udp,
             bytes: trying,
         };
-        let address = match hop.host.parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
+        let addresses = match hop.host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
             Err(_) => match self.names.get(&hop.host).filter(|r| r.until > now) {
                 Some(resolution) => reachable(self.local, &resolution.addresses, hop.transport),
                 None => {
@@ -995,11 +1096,14 @@ impl Proxy {
                 }
             },
         };
-        let Some(ip) = address else {
+        let mut callees = addresses
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, hop.port));
+        let Some(callee) = callees.next() else {
             let (out, _) = Self::answer(head, source, 503, &[]);
             return (out, Event::Refused(UNREACHABLE.into()));
         };
-        let forwarded = self.launch(prepared, SocketAddr::new(ip, hop.port), now);
+        let forwarded = self.launch(prepared, callee, callees.collect(), now);
         (vec![trying, forwarded], Event::Admitted)
     }
 
@@ -1031,11 +1135,18 @@ impl Proxy {
         waiting.push(key);
     }
 
-    /// Starts the transaction of an admitted INVITE whose agent is at `callee`: the forwarded
-    /// INVITE to send, its timers, and the dialog.
-    fn launch(&mut self, prepared: Prepared, callee: SocketAddr, now: Instant) -> Outgoing {
+    /// Starts the transaction of an admitted INVITE whose agent is at `callee`, and else at
+    /// `fallbacks` in order: the forwarded INVITE to send, its timers, and the dialog.
+    fn launch(
+        &mut self,
+        prepared: Prepared,
+        callee: SocketAddr,
+        mut fallbacks: Vec<SocketAddr>,
+        now: Instant,
+    ) -> Outgoing {
         let Prepared {
             key,
+            caller_branch,
             branch,
             request_uri,
             invite,
@@ -1058,11 +1169,15 @@ impl Proxy {
             // is what Timer B gives the caller.
             give_up_at: (now + self.t1 * 64).min(timer_c),
         };
+        fallbacks.reverse();
         let transaction = InviteTransaction {
             caller,
+            caller_branch,
             callee,
+            fallbacks,
             callee_transport: hop_transport,
             branch: branch.clone(),
+            attempt: 0,
             request_uri,
             invite,
             last_response: trying,
@@ -1247,7 +1362,7 @@ impl Proxy {
         // wherever it is told (a reflector).
         let incoming = uri::param(&next_via, "branch").unwrap_or_default();
         let our_branch = uri::param(&elements[0], "branch").unwrap_or_default();
-        if our_branch != self.branch_of(incoming, to, value(head, "Call-ID")) {
+        if !self.made_branch(our_branch, incoming, to, value(head, "Call-ID")) {
             return (Vec::new(), Event::Dropped);
         }
         let mut relayed = Vec::with_capacity(bytes.len());
@@ -2230,5 +2345,149 @@ mod tests {
         let (again, _) = proxy.on_message(&invite(1), caller(), Transport::Udp, start);
         assert_eq!(status_line(&again[0]), "SIP/2.0 487 Request Terminated");
         assert_eq!(proxy.live().0, 0, "no dialog");
+    }
+
+    /// Call `n`'s INVITE to the agent at [`AGENT_HOST`], forwarded once the name resolved to
+    /// `addresses`.
+    fn forward_to_named_agent(
+        proxy: &mut Proxy,
+        n: u32,
+        addresses: &[&str],
+        now: Instant,
+    ) -> Outgoing {
+        let (_, event) = proxy.on_message(&invite(n), caller(), Transport::Udp, now);
+        assert_eq!(event, Event::AwaitingName);
+        let addresses = addresses.iter().map(|a| a.parse().expect("ip")).collect();
+        let (mut out, events) = proxy.on_resolved(AGENT_HOST, addresses, now);
+        assert_eq!((events, out.len()), (vec![Event::Admitted], 1));
+        out.remove(0)
+    }
+
+    #[test]
+    fn an_invite_that_cannot_be_sent_goes_to_the_agents_next_address_as_a_new_transaction() {
+        let mut proxy = proxy_with_named_agent();
+        let start = Instant::now();
+        // The IPv6 address is skipped: this core sends from an IPv4 socket.
+        let first = forward_to_named_agent(
+            &mut proxy,
+            1,
+            &["192.0.2.7", "2001:db8::7", "192.0.2.8"],
+            start,
+        );
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "192.0.2.7:5090".parse().expect("addr"),
+            "192.0.2.8:5090".parse().expect("addr"),
+        );
+        assert_eq!(first.to, a);
+
+        let later = start + Duration::from_millis(100);
+        let (out, event) = proxy.on_undeliverable(&first.bytes, a, later);
+        assert_eq!(event, Some(Event::NextAddress));
+        assert_eq!(out.len(), 1, "nothing to the caller yet");
+        let second = &out[0];
+        assert_eq!((second.to, second.transport), (b, Transport::Udp));
+        let (old, new) = (top_branch(&first), top_branch(second));
+        assert!(
+            new.starts_with(check::BRANCH_COOKIE) && new.ends_with(".1") && new != old,
+            "a branch of its own: {new}"
+        );
+        assert_eq!(
+            text(second),
+            text(&first).replacen(&old, &new, 1),
+            "the same INVITE otherwise"
+        );
+        assert_eq!(
+            proxy.on_undeliverable(&first.bytes, a, later),
+            (vec![], None),
+            "the first attempt is over"
+        );
+
+        // Timer A starts again for the new transaction.
+        assert_eq!(proxy.on_timers(start + DEFAULT_T1), (vec![], vec![]));
+        let (resent, events) = proxy.on_timers(later + DEFAULT_T1);
+        assert_eq!(events, [Event::Retransmitted]);
+        assert_eq!((resent[0].to, &resent[0].bytes), (b, &second.bytes));
+
+        // The agent at the second address answers on the new branch.
+        let ringing = agent_answer(second, "180 Ringing", 1);
+        let (out, event) = proxy.on_message(&ringing, b, Transport::Udp, later);
+        assert_eq!(event, Event::ResponseRelayed);
+        assert_eq!(
+            (out.len(), out[0].to, status_line(&out[0])),
+            (1, caller(), "SIP/2.0 180 Ringing".to_owned())
+        );
+        let busy = agent_answer(second, "486 Busy Here", 1);
+        let (out, _) = proxy.on_message(&busy, b, Transport::Udp, later);
+        let ack = out
+            .iter()
+            .find(|o| o.to == b)
+            .expect("our ACK to the agent");
+        assert!(text(ack).starts_with("ACK "));
+        assert_eq!(top_branch(ack), new, "the ACK is of the new transaction");
+    }
+
+    #[test]
+    fn an_invite_whose_every_address_fails_gets_500_after_at_most_four_addresses() {
+        let mut proxy = proxy_with_named_agent();
+        let now = Instant::now();
+        let addresses = [
+            "192.0.2.1",
+            "192.0.2.2",
+            "192.0.2.3",
+            "192.0.2.4",
+            "192.0.2.5",
+        ];
+        let mut sent = forward_to_named_agent(&mut proxy, 1, &addresses, now);
+        let mut tried = vec![sent.to];
+        loop {
+            let (mut out, event) = proxy.on_undeliverable(&sent.bytes, sent.to, now);
+            match event {
+                Some(Event::NextAddress) => {
+                    sent = out.remove(0);
+                    tried.push(sent.to);
+                }
+                Some(Event::Undeliverable(code)) => {
+                    assert_eq!(code, 500);
+                    assert_eq!(out[0].to, caller());
+                    assert!(text(&out[0]).starts_with("SIP/2.0 500 Server Internal Error\r\n"));
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let expected: Vec<SocketAddr> = addresses[..MOST_ADDRESSES_TRIED]
+            .iter()
+            .map(|ip| SocketAddr::new(ip.parse().expect("ip"), 5090))
+            .collect();
+        assert_eq!(tried, expected, "in the resolver's order");
+        assert_eq!(proxy.live().0, 0, "no dialog is left");
+        assert_eq!(proxy.on_timers(now + DEFAULT_T1 * 64), (vec![], vec![]));
+    }
+
+    #[test]
+    fn the_next_address_keeps_the_first_addresss_timer_b() {
+        let mut proxy = proxy_with_named_agent();
+        let start = Instant::now();
+        let first = forward_to_named_agent(&mut proxy, 1, &["192.0.2.7", "192.0.2.8"], start);
+        let later = start + DEFAULT_T1 * 10;
+        let (_, event) = proxy.on_undeliverable(&first.bytes, first.to, later);
+        assert_eq!(event, Some(Event::NextAddress));
+        let (out, events) = proxy.on_timers(start + DEFAULT_T1 * 64);
+        assert_eq!(events.last(), Some(&Event::TimedOut(408)));
+        assert_eq!(
+            status_line(out.last().expect("408")),
+            "SIP/2.0 408 Request Timeout"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_invite_does_not_go_to_the_next_address() {
+        let mut proxy = proxy_with_named_agent();
+        let now = Instant::now();
+        let first = forward_to_named_agent(&mut proxy, 1, &["192.0.2.7", "192.0.2.8"], now);
+        proxy.on_message(&cancel(1), caller(), Transport::Udp, now);
+        let (out, event) = proxy.on_undeliverable(&first.bytes, first.to, now);
+        assert_eq!(event, Some(Event::Undeliverable(487)));
+        assert_eq!((out.len(), out[0].to), (1, caller()));
     }
 }

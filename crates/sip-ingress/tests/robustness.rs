@@ -309,7 +309,13 @@ proptest! {
                     proxy.on_message(&message, agent, Transport::Udp, now).0
                 }
                 Step::Resolve { found } => {
-                    let addresses = if *found { vec![IpAddr::V4(Ipv4Addr::LOCALHOST)] } else { Vec::new() };
+                    // Two addresses, so an INVITE that cannot be sent has a next one to go to.
+                    let addresses = if *found {
+                        let other = Ipv4Addr::new(127, 0, 0, 9);
+                        vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(other)]
+                    } else {
+                        Vec::new()
+                    };
                     let mut sent = Vec::new();
                     for name in proxy.take_lookups() {
                         sent.extend(proxy.on_resolved(&name, addresses.clone(), now).0);
