@@ -498,8 +498,9 @@ fn log_event(event: &Event, source: SocketAddr) {
         Event::Undeliverable(code) => {
             tracing::info!(agent = %source, code, "invite could not be sent to its agent");
         }
-        Event::NextAddress => {
-            tracing::info!(agent = %source, "invite could not be sent here; sent to the next address");
+        Event::NextAddress(after) => {
+            let after = after.label();
+            tracing::info!(agent = %source, after, "invite sent on to its agent's next address");
         }
         other => tracing::debug!(%source, event = ?other, "handled"),
     }

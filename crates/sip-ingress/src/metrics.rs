@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::proxy::Event;
 
 /// One metric family: its type and help text.
-const FAMILIES: [(&str, &str, &str); 13] = [
+const FAMILIES: [(&str, &str, &str); 14] = [
     (
         "sip_ingress_messages_total",
         "counter",
@@ -47,6 +47,11 @@ const FAMILIES: [(&str, &str, &str); 13] = [
         "sip_ingress_invite_send_failures_total",
         "counter",
         "Forwarded INVITEs that could not be sent to an agent that had not answered (a TCP connection that could not be opened, a failed send), by the answer the caller got",
+    ),
+    (
+        "sip_ingress_invite_next_address_total",
+        "counter",
+        "Forwarded INVITEs sent on to the next address of their agent's host name, by what ended the attempt before (a transport error, or the agent's 503)",
     ),
     (
         "sip_ingress_invites_awaiting_name_total",
@@ -180,9 +185,9 @@ impl Metrics {
                 "sip_ingress_invite_send_failures_total",
                 format!("action=\"answered_{code}\""),
             ),
-            Event::NextAddress => self.add(
-                "sip_ingress_invite_send_failures_total",
-                "action=\"next_address\"".to_owned(),
+            Event::NextAddress(after) => self.add(
+                "sip_ingress_invite_next_address_total",
+                format!("after=\"{}\"", after.label()),
             ),
         }
     }
@@ -240,6 +245,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::Failover;
 
     #[test]
     fn events_become_labelled_series() {
@@ -256,7 +262,8 @@ mod tests {
         metrics.event(&Event::CancelRetransmitted);
         metrics.event(&Event::CancelUnanswered(487));
         metrics.event(&Event::Undeliverable(500));
-        metrics.event(&Event::NextAddress);
+        metrics.event(&Event::NextAddress(Failover::TransportError));
+        metrics.event(&Event::NextAddress(Failover::Unavailable));
         metrics.event(&Event::AwaitingName);
         metrics.policy_in_force("ab12");
         metrics.policy_in_force("cd34");
@@ -274,7 +281,8 @@ mod tests {
             "sip_ingress_invite_timers_total{timer=\"E\",action=\"cancel_retransmitted\"} 1",
             "sip_ingress_invite_timers_total{timer=\"cancel\",action=\"answered_487\"} 1",
             "sip_ingress_invite_send_failures_total{action=\"answered_500\"} 1",
-            "sip_ingress_invite_send_failures_total{action=\"next_address\"} 1",
+            "sip_ingress_invite_next_address_total{after=\"transport_error\"} 1",
+            "sip_ingress_invite_next_address_total{after=\"503\"} 1",
             "sip_ingress_invites_awaiting_name_total 1",
             "sip_ingress_answers_total{code=\"404\"} 1",
             "sip_ingress_dropped_total 1",

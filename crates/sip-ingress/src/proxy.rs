@@ -28,17 +28,18 @@
 //! * Agents are reached over UDP, or over TCP when their next hop says `transport=tcp` (the
 //!   transport loop opens the connection, see [`Outgoing::transport`]); when the caller's and
 //!   the agent's transports differ the Record-Route is doubled (RFC 5658).
-//! * A forwarded INVITE the transport loop could not send ([`Proxy::on_undeliverable`]) goes to
-//!   the next address of its agent's host name, if it has one, as a new transaction (RFC 3263
-//!   section 4.3); else it ends as if the agent had answered 503 (RFC 3261 section 16.9). An
-//!   agent's 503 to an INVITE is relayed as 500 (section 16.7 step 6): the caller hears that the
-//!   call failed, not that the ingress is unavailable.
+//! * A forwarded INVITE the transport loop could not send ([`Proxy::on_undeliverable`]) or that
+//!   the agent answered 503 goes to the next address of its agent's host name, if it has one,
+//!   as a new transaction (RFC 3263 section 4.3, RFC 3261 section 21.5.4). Else one that could
+//!   not be sent ends as if the agent had answered 503 (RFC 3261 section 16.9), and an agent's
+//!   503 to an INVITE is relayed as 500 (section 16.7 step 6): the caller hears that the call
+//!   failed, not that the ingress is unavailable.
 //! * A next hop given as a host name is looked up by the transport loop ([`Proxy::take_lookups`],
 //!   [`Proxy::on_resolved`]): the caller has its 100 Trying at once and the INVITE is held,
 //!   then forwarded to the first address of a family the ingress can send to, or answered 503.
 //!   Answers are cached ([`RESOLVED_LIFETIME`]). Only address records are used: the port is the
-//!   one in the URI or route, 5060 without one (no RFC 3263 NAPTR/SRV selection), and only a
-//!   transport error moves an INVITE on to the next address (not a timeout, nor a 503).
+//!   one in the URI or route, 5060 without one (no RFC 3263 NAPTR/SRV selection), and a timeout
+//!   does not move an INVITE on to the next address.
 //! * OPTIONS addressed to the ingress itself is answered 200.
 //! * An initial INVITE that already carries a Via of the ingress's own address has come back
 //!   through it: 482 Loop Detected (RFC 3261 section 16.3). The ingress only forwards to agents,
@@ -98,6 +99,25 @@ pub const FAILED_LOOKUP_LIFETIME: Duration = Duration::from_secs(5);
 /// addresses does not have one INVITE open as many connections.
 pub const MOST_ADDRESSES_TRIED: usize = 4;
 
+/// What moved a forwarded INVITE on to its agent's next address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Failover {
+    /// It could not be sent (a transport error, RFC 3261 section 18.4).
+    TransportError,
+    /// The agent answered 503 Service Unavailable (RFC 3261 section 21.5.4).
+    Unavailable,
+}
+
+impl Failover {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Failover::TransportError => "transport_error",
+            Failover::Unavailable => "503",
+        }
+    }
+}
+
 /// One datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
@@ -139,9 +159,9 @@ pub enum Event {
     /// could not be opened, a failed send): the caller got this answer, 500, or 487 when it had
     /// cancelled (RFC 3261 sections 16.9 and 16.7).
     Undeliverable(u16),
-    /// A forwarded INVITE could not be sent to one address of its agent's host name and went to
-    /// the next, as a new transaction (RFC 3263 section 4.3).
-    NextAddress,
+    /// A forwarded INVITE went to the next address of its agent's host name, as a new
+    /// transaction (RFC 3263 section 4.3), after this at the address before.
+    NextAddress(Failover),
     /// An in-dialog request or a CANCEL was relayed.
     Relayed,
     /// A response was relayed.
@@ -222,6 +242,8 @@ struct InviteTransaction {
     branch: String,
     /// How many addresses the INVITE went to before `callee`; part of our branch.
     attempt: u8,
+    /// Our branch and the address of each earlier attempt, whose late answers are absorbed.
+    abandoned: Vec<(String, SocketAddr)>,
     /// The forwarded INVITE's Request-URI.
     request_uri: String,
     /// The forwarded INVITE's From, To, Call-ID and CSeq number, which the CANCEL and ACK the
@@ -301,7 +323,13 @@ impl InviteTransaction {
             self.phase = Phase::Cancelling(CancelSent::new(now, t1, self.callee_transport));
             true
         } else {
-            self.phase = Phase::Proceeding;
+            let retry = match &mut self.phase {
+                Phase::Calling(unanswered) if !self.fallbacks.is_empty() => {
+                    Some(std::mem::take(&mut unanswered.forwarded))
+                }
+                _ => None,
+            };
+            self.phase = Phase::Proceeding { retry };
             false
         }
     }
@@ -312,18 +340,30 @@ impl InviteTransaction {
     /// as the forwarded INVITE; `to` is the INVITE's To for a CANCEL and the response's (with
     /// the agent's tag) for an ACK.
     fn hop_request(&self, local: SocketAddr, method: &str, to: &str) -> Outgoing {
+        self.hop_request_on(local, method, to, &self.branch, self.callee)
+    }
+
+    /// [`InviteTransaction::hop_request`] on the attempt of `branch`, sent to `callee`.
+    fn hop_request_on(
+        &self,
+        local: SocketAddr,
+        method: &str,
+        to: &str,
+        branch: &str,
+        callee: SocketAddr,
+    ) -> Outgoing {
         let invite = &self.invite;
         let request = format!(
             "{method} {} SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             self.request_uri,
-            via(local, self.callee_transport, &self.branch),
+            via(local, self.callee_transport, branch),
             invite.from,
             to,
             invite.call_id,
             invite.cseq_number,
         );
         Outgoing {
-            to: self.callee,
+            to: callee,
             transport: self.callee_transport,
             bytes: request.into_bytes(),
         }
@@ -337,7 +377,7 @@ impl InviteTransaction {
                     .retransmit_at
                     .map_or(unanswered.give_up_at, |at| at.min(unanswered.give_up_at)),
             ),
-            Phase::Proceeding => Some(self.timer_c),
+            Phase::Proceeding { .. } => Some(self.timer_c),
             Phase::Cancelling(sent) => Some(
                 sent.resend_at
                     .map_or(sent.give_up_at, |at| at.min(sent.give_up_at)),
@@ -354,8 +394,9 @@ impl InviteTransaction {
 enum Phase {
     /// The agent has not answered at all: Timers A and B.
     Calling(Unanswered),
-    /// The agent answered provisionally: Timer C runs.
-    Proceeding,
+    /// The agent answered provisionally: Timer C runs. The forwarded INVITE is kept while the
+    /// agent has a next address to send it to should this one answer 503.
+    Proceeding { retry: Option<Vec<u8>> },
     /// A CANCEL went to the agent (the caller's, or Timer C's).
     Cancelling(CancelSent),
     /// A final answer went to the caller at `at`; the transaction stays to absorb
@@ -688,7 +729,7 @@ impl Proxy {
                     }
                     Event::Retransmitted
                 }
-                Phase::Proceeding => {
+                Phase::Proceeding { .. } => {
                     out.push(transaction.hop_request(self.local, "CANCEL", &transaction.invite.to));
                     transaction.phase = Phase::Cancelling(CancelSent::new(
                         now,
@@ -740,52 +781,78 @@ impl Proxy {
         let Some(key) = self.branches.get(&branch).cloned() else {
             return (out, None);
         };
-        let Some(transaction) = self
-            .invites
-            .get(&key)
-            .filter(|t| t.callee == to && matches!(t.phase, Phase::Calling(_)))
-        else {
-            return (out, None);
+        let calling = |t: &&InviteTransaction| {
+            t.branch == branch && t.callee == to && matches!(t.phase, Phase::Calling(_))
         };
-        let next_branch = self.branch_of(
-            &transaction.caller_branch,
-            transaction.caller,
-            &transaction.invite.call_id,
-            transaction.attempt + 1,
-        );
+        if self.invites.get(&key).filter(calling).is_none() {
+            return (out, None);
+        }
+        if let Some(next) = self.try_next_address(&key, now) {
+            return (
+                vec![next],
+                Some(Event::NextAddress(Failover::TransportError)),
+            );
+        }
         let Some(transaction) = self.invites.get_mut(&key) else {
             return (out, None);
         };
-        if !transaction.cancelled
-            && let Some(next) = transaction.fallbacks.pop()
-            && let Phase::Calling(unanswered) = &mut transaction.phase
-            && let Some(forwarded) = rebranch(&unanswered.forwarded, &branch, &next_branch)
-        {
-            unanswered.forwarded = forwarded.clone();
-            unanswered.retransmit_at =
-                (transaction.callee_transport == Transport::Udp).then(|| now + self.t1);
-            unanswered.interval = self.t1;
-            transaction.callee = next;
-            transaction.attempt += 1;
-            transaction.branch = next_branch.clone();
-            if let Some(dialog) = self.dialogs.get_mut(&transaction.invite.call_id) {
-                dialog.callee = next;
-            }
-            if let Some(deadline) = transaction.deadline() {
-                self.timers.push(Reverse((deadline, key.clone())));
-            }
-            out.push(Outgoing {
-                to: next,
-                transport: transaction.callee_transport,
-                bytes: forwarded,
-            });
-            self.branches.remove(&branch);
-            self.branches.insert(next_branch, key);
-            return (out, Some(Event::NextAddress));
-        }
         let code = transaction.end(500, now, &mut out);
         self.dialogs.remove(&transaction.invite.call_id);
         (out, Some(Event::Undeliverable(code)))
+    }
+
+    /// Sends transaction `key`'s INVITE, which could not be sent to its agent's address or was
+    /// answered 503 there, to the agent's next address as a new transaction with a branch of
+    /// its own (RFC 3263 section 4.3). An INVITE not yet answered keeps its Timer B; one that
+    /// was answered provisionally starts a new one. None when the caller cancelled, the agent
+    /// has no next address, or the transaction is past the point of trying one.
+    fn try_next_address(&mut self, key: &str, now: Instant) -> Option<Outgoing> {
+        let transaction = self.invites.get(key)?;
+        let next = *transaction.fallbacks.last()?;
+        if transaction.cancelled {
+            return None;
+        }
+        let (forwarded, give_up_at) = match &transaction.phase {
+            Phase::Calling(unanswered) => (&unanswered.forwarded, unanswered.give_up_at),
+            Phase::Proceeding {
+                retry: Some(forwarded),
+            } => (forwarded, now + self.t1 * 64),
+            _ => return None,
+        };
+        let attempt = transaction.attempt + 1;
+        let branch = self.branch_of(
+            &transaction.caller_branch,
+            transaction.caller,
+            &transaction.invite.call_id,
+            attempt,
+        );
+        let forwarded = rebranch(forwarded, &transaction.branch, &branch)?;
+        let transaction = self.invites.get_mut(key)?;
+        transaction.fallbacks.pop();
+        let old_branch = std::mem::replace(&mut transaction.branch, branch.clone());
+        let old_callee = std::mem::replace(&mut transaction.callee, next);
+        transaction.abandoned.push((old_branch, old_callee));
+        transaction.attempt = attempt;
+        transaction.timer_c = now + TIMER_C;
+        transaction.phase = Phase::Calling(Unanswered {
+            forwarded: forwarded.clone(),
+            retransmit_at: (transaction.callee_transport == Transport::Udp).then(|| now + self.t1),
+            interval: self.t1,
+            give_up_at: give_up_at.min(transaction.timer_c),
+        });
+        if let Some(dialog) = self.dialogs.get_mut(&transaction.invite.call_id) {
+            dialog.callee = next;
+        }
+        if let Some(deadline) = transaction.deadline() {
+            self.timers.push(Reverse((deadline, key.to_owned())));
+        }
+        let transport = transaction.callee_transport;
+        self.branches.insert(branch, key.to_owned());
+        Some(Outgoing {
+            to: next,
+            transport,
+            bytes: forwarded,
+        })
     }
 
     /// The number of dialogs and INVITE transactions held.
@@ -1178,6 +1245,7 @@ impl Proxy {
             callee_transport: hop_transport,
             branch: branch.clone(),
             attempt: 0,
+            abandoned: Vec::new(),
             request_uri,
             invite,
             last_response: trying,
@@ -1248,7 +1316,7 @@ impl Proxy {
             // RFC 3261 section 9.1: not before the agent has answered; the first provisional
             // answer sends it.
             Phase::Calling(_) => Event::Relayed,
-            Phase::Proceeding => {
+            Phase::Proceeding { .. } => {
                 out.push(transaction.hop_request(local, "CANCEL", &transaction.invite.to));
                 transaction.phase =
                     Phase::Cancelling(CancelSent::new(now, t1, transaction.callee_transport));
@@ -1373,6 +1441,47 @@ impl Proxy {
         relayed.extend_from_slice(&bytes[first.span.end..response.frame.len()]);
 
         let method = cseq_method(head);
+        if method == "INVITE"
+            && let Some(key) = self.branches.get(our_branch)
+            && let Some(transaction) = self.invites.get(key)
+        {
+            if let Some((branch, callee)) = transaction
+                .abandoned
+                .iter()
+                .find(|(branch, _)| branch == our_branch)
+            {
+                // An address the INVITE moved on from answers late. Only a 2xx goes on (RFC
+                // 3261 section 16.7 step 10); a final refusal, the 503 itself again when our
+                // ACK was lost, is acknowledged again.
+                if (200..300).contains(&response.code) {
+                    return (
+                        vec![Outgoing {
+                            to,
+                            transport: Transport::Udp,
+                            bytes: relayed,
+                        }],
+                        Event::ResponseRelayed,
+                    );
+                }
+                let ack = (response.code >= 300).then(|| {
+                    transaction.hop_request_on(
+                        self.local,
+                        "ACK",
+                        value(head, "To"),
+                        branch,
+                        *callee,
+                    )
+                });
+                return (ack.into_iter().collect(), Event::Dropped);
+            }
+            if response.code == 503 {
+                let ack = transaction.hop_request(self.local, "ACK", value(head, "To"));
+                let key = key.clone();
+                if let Some(next) = self.try_next_address(&key, now) {
+                    return (vec![ack, next], Event::NextAddress(Failover::Unavailable));
+                }
+            }
+        }
         let transaction = match method {
             "INVITE" => self
                 .branches
@@ -2382,7 +2491,7 @@ mod tests {
 
         let later = start + Duration::from_millis(100);
         let (out, event) = proxy.on_undeliverable(&first.bytes, a, later);
-        assert_eq!(event, Some(Event::NextAddress));
+        assert_eq!(event, Some(Event::NextAddress(Failover::TransportError)));
         assert_eq!(out.len(), 1, "nothing to the caller yet");
         let second = &out[0];
         assert_eq!((second.to, second.transport), (b, Transport::Udp));
@@ -2442,7 +2551,7 @@ mod tests {
         loop {
             let (mut out, event) = proxy.on_undeliverable(&sent.bytes, sent.to, now);
             match event {
-                Some(Event::NextAddress) => {
+                Some(Event::NextAddress(Failover::TransportError)) => {
                     sent = out.remove(0);
                     tried.push(sent.to);
                 }
@@ -2471,7 +2580,7 @@ mod tests {
         let first = forward_to_named_agent(&mut proxy, 1, &["192.0.2.7", "192.0.2.8"], start);
         let later = start + DEFAULT_T1 * 10;
         let (_, event) = proxy.on_undeliverable(&first.bytes, first.to, later);
-        assert_eq!(event, Some(Event::NextAddress));
+        assert_eq!(event, Some(Event::NextAddress(Failover::TransportError)));
         let (out, events) = proxy.on_timers(start + DEFAULT_T1 * 64);
         assert_eq!(events.last(), Some(&Event::TimedOut(408)));
         assert_eq!(
@@ -2489,5 +2598,92 @@ mod tests {
         let (out, event) = proxy.on_undeliverable(&first.bytes, first.to, now);
         assert_eq!(event, Some(Event::Undeliverable(487)));
         assert_eq!((out.len(), out[0].to), (1, caller()));
+    }
+
+    #[test]
+    fn an_agent_address_that_answers_503_is_acknowledged_and_the_invite_goes_to_the_next() {
+        let mut proxy = proxy_with_named_agent();
+        let start = Instant::now();
+        let first = forward_to_named_agent(&mut proxy, 1, &["192.0.2.7", "192.0.2.8"], start);
+        let (a, b) = (first.to, "192.0.2.8:5090".parse().expect("addr"));
+        proxy.on_message(
+            &agent_answer(&first, "100 Trying", 1),
+            a,
+            Transport::Udp,
+            start,
+        );
+        let ringing = agent_answer(&first, "180 Ringing", 1);
+        let (out, _) = proxy.on_message(&ringing, a, Transport::Udp, start);
+        assert_eq!(status_line(&out[0]), "SIP/2.0 180 Ringing");
+
+        let later = start + DEFAULT_T1 * 100;
+        let unavailable = agent_answer(&first, "503 Service Unavailable", 1);
+        let (out, event) = proxy.on_message(&unavailable, a, Transport::Udp, later);
+        assert_eq!(event, Event::NextAddress(Failover::Unavailable));
+        assert_eq!(out.len(), 2, "nothing to the caller: {out:?}");
+        let (ack, second) = (&out[0], &out[1]);
+        assert_eq!(ack.to, a);
+        assert!(text(ack).starts_with("ACK "));
+        assert_eq!(
+            top_branch(ack),
+            top_branch(&first),
+            "the ACK ends the first attempt"
+        );
+        assert_eq!(second.to, b);
+        assert!(text(second).starts_with("INVITE "));
+        assert!(top_branch(second).ends_with(".1"));
+
+        // The first address sends its 503 again (our ACK was lost): acknowledged again, and
+        // the caller still hears nothing of it.
+        let (out, event) = proxy.on_message(&unavailable, a, Transport::Udp, later);
+        assert_eq!(event, Event::Dropped);
+        assert_eq!(out, vec![ack.clone()]);
+
+        // The new attempt has timers of its own: Timer A, then Timer B from the 503.
+        let (resent, _) = proxy.on_timers(later + DEFAULT_T1);
+        assert_eq!(resent, vec![second.clone()]);
+        let (out, events) = proxy.on_timers(later + DEFAULT_T1 * 64);
+        assert_eq!(events.last(), Some(&Event::TimedOut(408)));
+        assert_eq!(out.last().map(|o| o.to), Some(caller()));
+    }
+
+    #[test]
+    fn a_503_from_the_last_address_reaches_the_caller_as_500() {
+        let mut proxy = proxy_with_named_agent();
+        let now = Instant::now();
+        let first = forward_to_named_agent(&mut proxy, 1, &["192.0.2.7", "192.0.2.8"], now);
+        let unavailable = agent_answer(&first, "503 Service Unavailable", 1);
+        let (out, _) = proxy.on_message(&unavailable, first.to, Transport::Udp, now);
+        let second = out[1].clone();
+        let unavailable = agent_answer(&second, "503 Service Unavailable", 1);
+        let (out, event) = proxy.on_message(&unavailable, second.to, Transport::Udp, now);
+        assert_eq!(event, Event::ResponseRelayed);
+        let to_caller = out.iter().find(|o| o.to == caller()).expect("the answer");
+        assert_eq!(status_line(to_caller), "SIP/2.0 500 Server Internal Error");
+        let ack = out.iter().find(|o| o.to == second.to).expect("our ACK");
+        assert_eq!(top_branch(ack), top_branch(&second));
+    }
+
+    #[test]
+    fn a_2xx_from_an_address_the_invite_moved_on_from_still_reaches_the_caller() {
+        let mut proxy = proxy_with_named_agent();
+        let now = Instant::now();
+        let first = forward_to_named_agent(&mut proxy, 1, &["192.0.2.7", "192.0.2.8"], now);
+        proxy.on_message(
+            &agent_answer(&first, "503 Service Unavailable", 1),
+            first.to,
+            Transport::Udp,
+            now,
+        );
+        let ok = agent_answer(&first, "200 OK", 1);
+        let (out, event) = proxy.on_message(&ok, first.to, Transport::Udp, now);
+        assert_eq!(event, Event::ResponseRelayed);
+        assert_eq!(
+            (out.len(), out[0].to, status_line(&out[0])),
+            (1, caller(), "SIP/2.0 200 OK".to_owned())
+        );
+        let ringing = agent_answer(&first, "180 Ringing", 1);
+        let (out, event) = proxy.on_message(&ringing, first.to, Transport::Udp, now);
+        assert_eq!((out, event), (vec![], Event::Dropped));
     }
 }

@@ -162,7 +162,8 @@ enum Step {
         reply: usize,
         mutations: Vec<Mutation>,
     },
-    /// The host-name lookups asked for so far are answered (with 127.0.0.1, or with nothing).
+    /// The host-name lookups asked for so far are answered (with 127.0.0.1 and 127.0.0.9, or
+    /// with nothing).
     Resolve { found: bool },
     /// The last request sent to the agent could not be sent (a refused connection).
     Undeliverable,
