@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::proxy::Event;
 
 /// One metric family: its type and help text.
-const FAMILIES: [(&str, &str, &str); 14] = [
+const FAMILIES: [(&str, &str, &str); 15] = [
     (
         "sip_ingress_messages_total",
         "counter",
@@ -32,6 +32,11 @@ const FAMILIES: [(&str, &str, &str); 14] = [
         "sip_ingress_relayed_total",
         "counter",
         "Requests and responses relayed, by kind",
+    ),
+    (
+        "sip_ingress_responses_absorbed_total",
+        "counter",
+        "Agents' responses to forwarded INVITEs kept from the caller: 100 Trying (the caller had the ingress's own), and final answers other than 2xx after the caller had one",
     ),
     (
         "sip_ingress_dropped_total",
@@ -157,6 +162,9 @@ impl Metrics {
             Event::ResponseRelayed => {
                 self.add("sip_ingress_relayed_total", "kind=\"response\"".to_owned());
             }
+            Event::ResponseAbsorbed => {
+                self.add("sip_ingress_responses_absorbed_total", String::new());
+            }
             Event::Dropped => self.add("sip_ingress_dropped_total", String::new()),
             Event::AwaitingName => {
                 self.add("sip_ingress_invites_awaiting_name_total", String::new())
@@ -256,6 +264,7 @@ mod tests {
         metrics.event(&Event::Refused("from_not_e164".into()));
         metrics.event(&Event::Answered(404));
         metrics.event(&Event::Dropped);
+        metrics.event(&Event::ResponseAbsorbed);
         metrics.event(&Event::Retransmitted);
         metrics.event(&Event::TimedOut(408));
         metrics.event(&Event::RangTooLong);
@@ -286,6 +295,7 @@ mod tests {
             "sip_ingress_invites_awaiting_name_total 1",
             "sip_ingress_answers_total{code=\"404\"} 1",
             "sip_ingress_dropped_total 1",
+            "sip_ingress_responses_absorbed_total 1",
             "sip_ingress_policy_info{sha256=\"cd34\"} 1",
             "sip_ingress_policy_failures_total{kind=\"deadline\"} 1",
             "sip_ingress_dialogs{socket=\"127.0.0.1:5060\"} 3",

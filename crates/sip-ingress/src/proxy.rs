@@ -18,7 +18,8 @@
 //!   or sent-by, when our Via's branch is the one the ingress made for a request from there
 //!   (keyed by a secret: forged responses do not make it a reflector). For a non-2xx final
 //!   answer to an INVITE the proxy sends the ACK itself and absorbs the caller's (RFC 3261
-//!   section 17.1.1.3).
+//!   section 17.1.1.3). The agent's 100 Trying goes no further (the caller had ours), nor,
+//!   once the caller has a final answer, anything but a 2xx (section 16.7 step 5).
 //! * A forwarded INVITE is retransmitted to the agent after T1, 2xT1, 4xT1... until the agent
 //!   answers at all, and if it has not answered after 64xT1 the caller gets 408 Request Timeout
 //!   (RFC 3261 section 17.1.1.2, Timers A and B; over TCP, which is reliable, only B). An agent
@@ -166,6 +167,10 @@ pub enum Event {
     Relayed,
     /// A response was relayed.
     ResponseRelayed,
+    /// An agent's response to a forwarded INVITE was kept from the caller (RFC 3261 section
+    /// 16.7 step 5): a 100 Trying (the caller had the ingress's own), or a final answer other
+    /// than 2xx after the caller had one.
+    ResponseAbsorbed,
     /// A message was answered by the ingress itself (400, 416, 481, OPTIONS 200...).
     Answered(u16),
     /// A message was dropped.
@@ -308,7 +313,10 @@ impl InviteTransaction {
             }
             return false;
         }
-        self.last_response = relayed;
+        if code > 100 {
+            // The caller had the ingress's own 100, which its retransmissions get again.
+            self.last_response = relayed;
+        }
         if code >= 200 {
             self.phase = Phase::Completed { at: now };
             return false;
@@ -1494,11 +1502,23 @@ impl Proxy {
             // caller gets 500 and does not take the ingress for down.
             relayed = response::with_status(&relayed, 500);
         }
-        let mut out = vec![Outgoing {
-            to,
-            transport: Transport::Udp,
-            bytes: relayed.clone(),
-        }];
+        // RFC 3261 section 16.7 step 5: the caller had the ingress's own 100, and once it has a
+        // final answer only a 2xx goes to it.
+        let forwarded = transaction
+            .as_ref()
+            .is_none_or(|(_, t)| match response.code {
+                100 => false,
+                200..=299 => true,
+                _ => !matches!(t.phase, Phase::Completed { .. }),
+            });
+        let mut out = Vec::new();
+        if forwarded {
+            out.push(Outgoing {
+                to,
+                transport: Transport::Udp,
+                bytes: relayed.clone(),
+            });
+        }
         if let Some((key, transaction)) = transaction {
             if response.code >= 300 {
                 out.push(transaction.hop_request(self.local, "ACK", value(head, "To")));
@@ -1514,7 +1534,12 @@ impl Proxy {
         } else if method == "BYE" && response.code >= 200 {
             self.dialogs.remove(value(head, "Call-ID"));
         }
-        (out, Event::ResponseRelayed)
+        let event = if forwarded {
+            Event::ResponseRelayed
+        } else {
+            Event::ResponseAbsorbed
+        };
+        (out, event)
     }
 }
 
@@ -1908,26 +1933,28 @@ mod tests {
             String::from_utf8(agent_answer(&forwarded, "503 Service Unavailable", 14))
                 .expect("text")
                 .replace("Content-Length: 0", "Retry-After: 30\r\nContent-Length: 0");
-        for _ in 0..2 {
-            // The agent's retransmission is relayed the same way.
-            let (out, event) = proxy.on_message(unavailable.as_bytes(), agent, Transport::Udp, now);
-            assert_eq!(event, Event::ResponseRelayed);
-            assert_eq!(out.len(), 2, "the answer relayed and the ACK sent");
-            let relayed = text(&out[0]);
-            assert_eq!(out[0].to, caller());
-            assert!(
-                relayed.starts_with("SIP/2.0 500 Server Internal Error\r\n"),
-                "{relayed}"
-            );
-            let unavailable_rest = unavailable.split_once("\r\n").expect("line").1;
-            let our_via = unavailable_rest.lines().next().expect("our via");
-            assert_eq!(
-                relayed.split_once("\r\n").expect("line").1,
-                unavailable_rest.replacen(&format!("{our_via}\r\n"), "", 1),
-                "everything but the status line and our Via is the agent's"
-            );
-            assert!(text(&out[1]).starts_with("ACK "), "{}", text(&out[1]));
-        }
+        let (out, event) = proxy.on_message(unavailable.as_bytes(), agent, Transport::Udp, now);
+        assert_eq!(event, Event::ResponseRelayed);
+        assert_eq!(out.len(), 2, "the answer relayed and the ACK sent");
+        let relayed = text(&out[0]);
+        assert_eq!(out[0].to, caller());
+        assert!(
+            relayed.starts_with("SIP/2.0 500 Server Internal Error\r\n"),
+            "{relayed}"
+        );
+        let unavailable_rest = unavailable.split_once("\r\n").expect("line").1;
+        let our_via = unavailable_rest.lines().next().expect("our via");
+        assert_eq!(
+            relayed.split_once("\r\n").expect("line").1,
+            unavailable_rest.replacen(&format!("{our_via}\r\n"), "", 1),
+            "everything but the status line and our Via is the agent's"
+        );
+        let ack = out[1].clone();
+        assert!(text(&ack).starts_with("ACK "), "{}", text(&ack));
+        // The agent's retransmission (our ACK was lost) is acknowledged again; the caller
+        // already has its final answer (RFC 3261 section 16.7 step 5).
+        let (out, event) = proxy.on_message(unavailable.as_bytes(), agent, Transport::Udp, now);
+        assert_eq!((out, event), (vec![ack], Event::ResponseAbsorbed));
         let (out, _) = proxy.on_message(&invite(14), caller(), Transport::Udp, now);
         assert!(
             text(&out[0]).starts_with("SIP/2.0 500 "),
@@ -2606,12 +2633,9 @@ mod tests {
         let start = Instant::now();
         let first = forward_to_named_agent(&mut proxy, 1, &["192.0.2.7", "192.0.2.8"], start);
         let (a, b) = (first.to, "192.0.2.8:5090".parse().expect("addr"));
-        proxy.on_message(
-            &agent_answer(&first, "100 Trying", 1),
-            a,
-            Transport::Udp,
-            start,
-        );
+        let trying = agent_answer(&first, "100 Trying", 1);
+        let (out, event) = proxy.on_message(&trying, a, Transport::Udp, start);
+        assert_eq!((out, event), (vec![], Event::ResponseAbsorbed));
         let ringing = agent_answer(&first, "180 Ringing", 1);
         let (out, _) = proxy.on_message(&ringing, a, Transport::Udp, start);
         assert_eq!(status_line(&out[0]), "SIP/2.0 180 Ringing");
@@ -2685,5 +2709,60 @@ mod tests {
         let ringing = agent_answer(&first, "180 Ringing", 1);
         let (out, event) = proxy.on_message(&ringing, first.to, Transport::Udp, now);
         assert_eq!((out, event), (vec![], Event::Dropped));
+    }
+
+    #[test]
+    fn the_agents_100_trying_stops_timer_a_and_goes_no_further() {
+        let mut proxy = proxy(100, 100);
+        let start = Instant::now();
+        let (sent, _) = proxy.on_message(&invite(20), caller(), Transport::Udp, start);
+        let (ours, forwarded) = (sent[0].clone(), sent[1].clone());
+        let trying = agent_answer(&forwarded, "100 Trying", 20);
+        let (out, event) = proxy.on_message(&trying, forwarded.to, Transport::Udp, start);
+        assert_eq!((out, event), (vec![], Event::ResponseAbsorbed));
+        let (out, events) = proxy.on_timers(start + DEFAULT_T1 * 2);
+        assert_eq!(
+            (out, events),
+            (vec![], vec![]),
+            "no Timer A once the agent answered"
+        );
+        let (out, event) = proxy.on_message(&invite(20), caller(), Transport::Udp, start);
+        assert_eq!(
+            (out, event),
+            (vec![ours], Event::Retransmission),
+            "the caller's retransmission gets the ingress's own 100 again"
+        );
+    }
+
+    #[test]
+    fn after_the_callers_final_answer_only_a_2xx_reaches_it() {
+        let mut proxy = proxy(100, 100);
+        let start = Instant::now();
+        let forwarded = forward_invite(&mut proxy, 21, start);
+        let agent = forwarded.to;
+        let (out, events) = proxy.on_timers(start + DEFAULT_T1 * 64);
+        assert_eq!(events.last(), Some(&Event::TimedOut(408)));
+        assert_eq!(
+            status_line(out.last().expect("408")),
+            "SIP/2.0 408 Request Timeout"
+        );
+
+        let busy = agent_answer(&forwarded, "486 Busy Here", 21);
+        let (out, event) = proxy.on_message(&busy, agent, Transport::Udp, start);
+        assert_eq!(event, Event::ResponseAbsorbed);
+        assert_eq!(out.len(), 1, "only our ACK: {out:?}");
+        assert_eq!(out[0].to, agent);
+        assert!(text(&out[0]).starts_with("ACK "));
+        let ringing = agent_answer(&forwarded, "180 Ringing", 21);
+        let (out, event) = proxy.on_message(&ringing, agent, Transport::Udp, start);
+        assert_eq!((out, event), (vec![], Event::ResponseAbsorbed));
+
+        let ok = agent_answer(&forwarded, "200 OK", 21);
+        let (out, event) = proxy.on_message(&ok, agent, Transport::Udp, start);
+        assert_eq!(event, Event::ResponseRelayed);
+        assert_eq!(
+            (out.len(), out[0].to, status_line(&out[0])),
+            (1, caller(), "SIP/2.0 200 OK".to_owned())
+        );
     }
 }
