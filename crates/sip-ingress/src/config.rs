@@ -15,9 +15,13 @@ use policy::admission::{Agent, DeniedSource, Tenant, World};
 use serde::Deserialize;
 
 use crate::admission::host::{Limits, MAX_MEMORY_BYTES, wit};
+use crate::proxy::{DEFAULT_TIMER_C, Timers};
 
 /// The demo world's configuration text.
 pub const DEMO: &str = include_str!("demo.toml");
+
+/// The longest Timer C that can be set, in seconds: an hour of ringing.
+const MOST_TIMER_C_SECONDS: u64 = 3600;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,10 +123,16 @@ struct RawSip {
     tcp_connections_per_source: usize,
     #[serde(default = "default_t1_ms")]
     t1_ms: u64,
+    #[serde(default = "default_timer_c_seconds")]
+    timer_c_seconds: u64,
 }
 
 fn default_t1_ms() -> u64 {
     500
+}
+
+fn default_timer_c_seconds() -> u64 {
+    DEFAULT_TIMER_C.as_secs()
 }
 
 fn default_idle_seconds() -> u64 {
@@ -180,9 +190,10 @@ pub struct Config {
     pub tcp_idle: std::time::Duration,
     /// The most TCP connections one source address may hold.
     pub tcp_connections_per_source: usize,
-    /// RFC 3261 T1, the round-trip estimate: a forwarded INVITE is sent again after T1, 2xT1,
-    /// 4xT1... until the agent answers, and the caller gets 408 after 64xT1 of silence.
-    pub t1: std::time::Duration,
+    /// RFC 3261 T1 (a forwarded INVITE is sent again after T1, 2xT1, 4xT1... until the agent
+    /// answers, and the caller gets 408 after 64xT1 of silence) and Timer C (how long an agent
+    /// may ring before it is sent a CANCEL).
+    pub timers: Timers,
     /// Tenants, agents and access lists.
     pub tenants: Vec<Tenant>,
     /// What sources outside the called tenant's list get.
@@ -279,6 +290,12 @@ impl Config {
                 raw.sip.t1_ms
             ));
         }
+        if !(1..=MOST_TIMER_C_SECONDS).contains(&raw.sip.timer_c_seconds) {
+            problems.push(format!(
+                "sip.timer_c_seconds: {} is not from 1 to {MOST_TIMER_C_SECONDS} s",
+                raw.sip.timer_c_seconds
+            ));
+        }
         if raw.sip.tcp_idle_seconds == 0 || raw.sip.tcp_connections_per_source == 0 {
             problems.push(
                 "sip: tcp_idle_seconds and tcp_connections_per_source must be at least 1"
@@ -351,7 +368,10 @@ impl Config {
             udp: raw.sip.udp,
             tcp: raw.sip.tcp,
             tcp_idle: std::time::Duration::from_secs(raw.sip.tcp_idle_seconds),
-            t1: std::time::Duration::from_millis(raw.sip.t1_ms),
+            timers: Timers {
+                t1: Duration::from_millis(raw.sip.t1_ms),
+                timer_c: Duration::from_secs(raw.sip.timer_c_seconds),
+            },
             tcp_connections_per_source: raw.sip.tcp_connections_per_source,
             tenants,
             denied,
@@ -521,11 +541,25 @@ mod tests {
     #[test]
     fn t1_defaults_to_rfc_3261s_and_must_be_a_plausible_round_trip() {
         let config = Config::parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n").expect("valid");
-        assert_eq!(config.t1, std::time::Duration::from_millis(500));
+        assert_eq!(config.timers.t1, Duration::from_millis(500));
         for bad in ["0", "60001"] {
             let text = format!("[sip]\nudp = [\"127.0.0.1:5060\"]\nt1_ms = {bad}\n");
             let err = Config::parse(&text).expect_err("refused");
             assert!(err.to_string().contains("sip.t1_ms"), "{err}");
+        }
+    }
+
+    #[test]
+    fn timer_c_defaults_to_more_than_three_minutes_and_can_be_set() {
+        let config = Config::parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n").expect("valid");
+        assert_eq!(config.timers.timer_c, Duration::from_secs(181));
+        let text = "[sip]\nudp = [\"127.0.0.1:5060\"]\ntimer_c_seconds = 120\n";
+        let config = Config::parse(text).expect("valid");
+        assert_eq!(config.timers.timer_c, Duration::from_secs(120));
+        for bad in ["0", "3601"] {
+            let text = format!("[sip]\nudp = [\"127.0.0.1:5060\"]\ntimer_c_seconds = {bad}\n");
+            let err = Config::parse(&text).expect_err("refused");
+            assert!(err.to_string().contains("sip.timer_c_seconds"), "{err}");
         }
     }
 }

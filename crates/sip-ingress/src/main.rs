@@ -233,7 +233,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
             ));
         }
         let policy = LivePolicy::new(updates.clone(), Arc::clone(&metrics));
-        let proxy = Proxy::new(Box::new(policy), local, config.flood, config.t1);
+        let proxy = Proxy::new(Box::new(policy), local, config.flood, config.timers);
         let (lookups, resolved) = mpsc::channel(CORE_QUEUE);
         let transports = Transports {
             socket,

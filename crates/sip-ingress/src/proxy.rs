@@ -23,9 +23,9 @@
 //! * A forwarded INVITE is retransmitted to the agent after T1, 2xT1, 4xT1... until the agent
 //!   answers at all, and if it has not answered after 64xT1 the caller gets 408 Request Timeout
 //!   (RFC 3261 section 17.1.1.2, Timers A and B; over TCP, which is reliable, only B). An agent
-//!   that rings (answers provisionally) for [`TIMER_C`] without a final answer is sent a CANCEL
-//!   (RFC 3261 section 16.8), and the caller gets its 487, or a 408 from the ingress if the agent
-//!   stays silent for 64xT1 more. [`Proxy::on_timers`] does it; [`Proxy::next_timer`] says when.
+//!   that rings (answers provisionally) for Timer C ([`Timers`]) without a final answer is sent
+//!   a CANCEL (RFC 3261 section 16.8), and the caller gets its 487, or a 408 from the ingress if
+//!   the agent stays silent for 64xT1 more. [`Proxy::on_timers`] does it; [`Proxy::next_timer`] says when.
 //! * Agents are reached over UDP, or over TCP when their next hop says `transport=tcp` (the
 //!   transport loop opens the connection, see [`Outgoing::transport`]); when the caller's and
 //!   the agent's transports differ the Record-Route is doubled (RFC 5658).
@@ -75,14 +75,34 @@ use crate::sip::{response, uri};
 /// How long an ended INVITE transaction is remembered, to absorb retransmissions, at least
 /// (64 x the default T1, as RFC 3261 Timers D and H); longer when a larger T1 asks for it.
 const TRANSACTION_LIFETIME: Duration = Duration::from_secs(32);
-/// Timer C (RFC 3261 section 16.8, "larger than 3 minutes"): how long an agent may answer a
-/// forwarded INVITE provisionally (ring) without a final answer before it is sent a CANCEL.
-pub const TIMER_C: Duration = Duration::from_secs(3 * 60 + 1);
+/// Timer C by default (RFC 3261 section 16.6 step 11: "larger than 3 minutes"): how long an
+/// agent may answer a forwarded INVITE provisionally (ring) without a final answer before it
+/// is sent a CANCEL (section 16.8).
+pub const DEFAULT_TIMER_C: Duration = Duration::from_secs(3 * 60 + 1);
 /// RFC 3261's T2: the longest interval between retransmissions of a non-INVITE request (our
 /// CANCEL).
 const T2: Duration = Duration::from_secs(4);
 /// RFC 3261's default T1, the round-trip time estimate.
 pub const DEFAULT_T1: Duration = Duration::from_millis(500);
+
+/// The proxy's transaction timers that can be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// RFC 3261 T1, the round-trip estimate: Timer A's first interval; Timer B and the wait for
+    /// an answer to a CANCEL are 64xT1.
+    pub t1: Duration,
+    /// Timer C: how long an agent may ring without a final answer.
+    pub timer_c: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            t1: DEFAULT_T1,
+            timer_c: DEFAULT_TIMER_C,
+        }
+    }
+}
 /// The refusal reason of an INVITE whose agent cannot be reached.
 const UNREACHABLE: &str = "agent_unreachable";
 /// How long a dialog is remembered without a BYE.
@@ -304,7 +324,7 @@ impl InviteTransaction {
     /// Moves the transaction on for the agent's answer `code` to the INVITE, which the caller
     /// got as `relayed`. Returns whether the caller's CANCEL, held until the agent answered
     /// provisionally, is now due.
-    fn on_answer(&mut self, code: u16, relayed: Vec<u8>, now: Instant, t1: Duration) -> bool {
+    fn on_answer(&mut self, code: u16, relayed: Vec<u8>, now: Instant, timers: Timers) -> bool {
         if let Phase::Completed { .. } = self.phase {
             // A final answer again is the agent retransmitting it, and goes to retransmitting
             // callers too; a late provisional one changes nothing.
@@ -322,13 +342,13 @@ impl InviteTransaction {
             return false;
         }
         if code > 100 {
-            self.timer_c = now + TIMER_C;
+            self.timer_c = now + timers.timer_c;
         }
         if !matches!(self.phase, Phase::Calling(_)) {
             return false;
         }
         if self.cancelled {
-            self.phase = Phase::Cancelling(CancelSent::new(now, t1, self.callee_transport));
+            self.phase = Phase::Cancelling(CancelSent::new(now, timers.t1, self.callee_transport));
             true
         } else {
             let retry = match &mut self.phase {
@@ -500,7 +520,7 @@ pub struct Proxy {
     /// Our branch on each forwarded INVITE -> its transaction's key, to match the agent's
     /// responses without a scan.
     branches: HashMap<String, String>,
-    t1: Duration,
+    timing: Timers,
     /// The secret key of our branches (SipHash, random per process).
     branch_key: RandomState,
     /// When each unanswered INVITE transaction needs attention; an entry whose transaction was
@@ -610,9 +630,9 @@ fn cseq_method(head: &Head) -> &str {
 
 impl Proxy {
     /// A proxy admitting by `admission`, reachable at `local` (our Via and Record-Route),
-    /// limiting each source to `flood` requests outside admitted dialogs, retransmitting over
-    /// UDP with round-trip estimate `t1`.
-    pub fn new(admission: Box<dyn Admit>, local: SocketAddr, flood: Quota, t1: Duration) -> Self {
+    /// limiting each source to `flood` requests outside admitted dialogs, with transaction
+    /// `timers`.
+    pub fn new(admission: Box<dyn Admit>, local: SocketAddr, flood: Quota, timers: Timers) -> Self {
         Self {
             admission,
             local,
@@ -620,7 +640,7 @@ impl Proxy {
             dialogs: HashMap::new(),
             invites: HashMap::new(),
             branches: HashMap::new(),
-            t1,
+            timing: timers,
             branch_key: RandomState::new(),
             timers: BinaryHeap::new(),
             names: HashMap::new(),
@@ -692,7 +712,7 @@ impl Proxy {
 
     /// How long an ended INVITE transaction is remembered.
     fn transaction_lifetime(&self) -> Duration {
-        TRANSACTION_LIFETIME.max(self.t1 * 64)
+        TRANSACTION_LIFETIME.max(self.timing.t1 * 64)
     }
 
     /// When [`Proxy::on_timers`] next has something to do.
@@ -741,14 +761,14 @@ impl Proxy {
                     out.push(transaction.hop_request(self.local, "CANCEL", &transaction.invite.to));
                     transaction.phase = Phase::Cancelling(CancelSent::new(
                         now,
-                        self.t1,
+                        self.timing.t1,
                         transaction.callee_transport,
                     ));
                     Event::RangTooLong
                 }
                 Phase::Cancelling(sent) if sent.give_up_at > now => {
                     if let Some(at) = sent.resend_at {
-                        sent.interval = (sent.interval * 2).min(T2.max(self.t1));
+                        sent.interval = (sent.interval * 2).min(T2.max(self.timing.t1));
                         sent.resend_at = Some(at + sent.interval);
                     }
                     out.push(transaction.hop_request(self.local, "CANCEL", &transaction.invite.to));
@@ -824,7 +844,7 @@ impl Proxy {
             Phase::Calling(unanswered) => (&unanswered.forwarded, unanswered.give_up_at),
             Phase::Proceeding {
                 retry: Some(forwarded),
-            } => (forwarded, now + self.t1 * 64),
+            } => (forwarded, now + self.timing.t1 * 64),
             _ => return None,
         };
         let attempt = transaction.attempt + 1;
@@ -841,11 +861,12 @@ impl Proxy {
         let old_callee = std::mem::replace(&mut transaction.callee, next);
         transaction.abandoned.push((old_branch, old_callee));
         transaction.attempt = attempt;
-        transaction.timer_c = now + TIMER_C;
+        transaction.timer_c = now + self.timing.timer_c;
         transaction.phase = Phase::Calling(Unanswered {
             forwarded: forwarded.clone(),
-            retransmit_at: (transaction.callee_transport == Transport::Udp).then(|| now + self.t1),
-            interval: self.t1,
+            retransmit_at: (transaction.callee_transport == Transport::Udp)
+                .then(|| now + self.timing.t1),
+            interval: self.timing.t1,
             give_up_at: give_up_at.min(transaction.timer_c),
         });
         if let Some(dialog) = self.dialogs.get_mut(&transaction.invite.call_id) {
@@ -1235,14 +1256,14 @@ impl Proxy {
         } = prepared;
         let call_id = invite.call_id.clone();
         let caller_tag = uri::tag(&invite.from).map(str::to_owned);
-        let timer_c = now + TIMER_C;
+        let timer_c = now + self.timing.timer_c;
         let unanswered = Unanswered {
             forwarded: forwarded.clone(),
-            retransmit_at: (hop_transport == Transport::Udp).then(|| now + self.t1),
-            interval: self.t1,
+            retransmit_at: (hop_transport == Transport::Udp).then(|| now + self.timing.t1),
+            interval: self.timing.t1,
             // RFC 3261 section 16.8: Timer C firing before any answer counts as a 408, which
             // is what Timer B gives the caller.
-            give_up_at: (now + self.t1 * 64).min(timer_c),
+            give_up_at: (now + self.timing.t1 * 64).min(timer_c),
         };
         fallbacks.reverse();
         let transaction = InviteTransaction {
@@ -1310,7 +1331,7 @@ impl Proxy {
             }
             return (out, Event::Answered(487));
         }
-        let (local, t1) = (self.local, self.t1);
+        let (local, t1) = (self.local, self.timing.t1);
         let Some(transaction) = self.invites.get_mut(&key) else {
             return Self::answer(head, source, 481, &[]);
         };
@@ -1525,7 +1546,7 @@ impl Proxy {
                 self.dialogs.remove(value(head, "Call-ID"));
             }
             let deadline = transaction.deadline();
-            if transaction.on_answer(response.code, relayed, now, self.t1) {
+            if transaction.on_answer(response.code, relayed, now, self.timing) {
                 out.push(transaction.hop_request(self.local, "CANCEL", &transaction.invite.to));
             }
             if let Some(changed) = transaction.deadline().filter(|d| Some(*d) != deadline) {
@@ -1561,7 +1582,7 @@ mod tests {
             Box::new(rules),
             "127.0.0.1:5060".parse().expect("addr"),
             quota,
-            DEFAULT_T1,
+            Timers::default(),
         )
     }
 
@@ -2159,7 +2180,7 @@ mod tests {
         );
         assert_eq!(
             proxy.next_timer(),
-            Some(start + DEFAULT_T1 / 2 + TIMER_C),
+            Some(start + DEFAULT_T1 / 2 + DEFAULT_TIMER_C),
             "only Timer C runs, from the 180"
         );
     }
@@ -2190,11 +2211,11 @@ mod tests {
         // Sixty seconds of ringing outlive the 32 s an ended transaction is kept, not this one.
         proxy.expire(start + Duration::from_secs(60));
         assert_eq!(
-            proxy.on_timers(start + TIMER_C),
+            proxy.on_timers(start + DEFAULT_TIMER_C),
             (vec![], vec![]),
             "the 180 reset Timer C"
         );
-        let (out, events) = proxy.on_timers(rang + TIMER_C);
+        let (out, events) = proxy.on_timers(rang + DEFAULT_TIMER_C);
         assert_eq!(events, [Event::RangTooLong]);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].to, agent);
@@ -2206,13 +2227,17 @@ mod tests {
         assert_eq!(top_branch(&out[0]), top_branch(&forwarded));
 
         let terminated = agent_answer(&forwarded, "487 Request Terminated", 9);
-        let (out, event) = proxy.on_message(&terminated, agent, Transport::Udp, rang + TIMER_C);
+        let (out, event) =
+            proxy.on_message(&terminated, agent, Transport::Udp, rang + DEFAULT_TIMER_C);
         assert_eq!(event, Event::ResponseRelayed);
         assert_eq!((out[0].to, out[1].to), (caller, agent));
         assert!(text(&out[0]).starts_with("SIP/2.0 487 "));
         assert!(text(&out[1]).starts_with("ACK "));
         assert_eq!(proxy.live(), (0, 1));
-        assert_eq!(proxy.on_timers(rang + TIMER_C * 2), (vec![], vec![]));
+        assert_eq!(
+            proxy.on_timers(rang + DEFAULT_TIMER_C * 2),
+            (vec![], vec![])
+        );
     }
 
     #[test]
@@ -2228,7 +2253,7 @@ mod tests {
             Transport::Udp,
             start + Duration::from_secs(10),
         );
-        let (out, events) = proxy.on_timers(start + TIMER_C);
+        let (out, events) = proxy.on_timers(start + DEFAULT_TIMER_C);
         assert_eq!(events, [Event::RangTooLong]);
         assert!(text(&out[0]).starts_with("CANCEL "));
     }
@@ -2239,11 +2264,18 @@ mod tests {
         let rules = crate::admission::oracle::NativeRules::new(&config).expect("rules");
         let quota = Quota::per_second(NonZeroU32::new(100).expect("rate"));
         let local = "127.0.0.1:5060".parse().expect("addr");
-        let mut proxy = Proxy::new(Box::new(rules), local, quota, Duration::from_secs(4));
+        let timers = Timers {
+            t1: Duration::from_secs(4),
+            ..Timers::default()
+        };
+        let mut proxy = Proxy::new(Box::new(rules), local, quota, timers);
         let start = Instant::now();
         proxy.on_message(&invite(11), caller(), Transport::Udp, start);
         let mut events = Vec::new();
-        while let Some(at) = proxy.next_timer().filter(|at| *at <= start + TIMER_C) {
+        while let Some(at) = proxy
+            .next_timer()
+            .filter(|at| *at <= start + DEFAULT_TIMER_C)
+        {
             events.extend(proxy.on_timers(at).1);
         }
         assert_eq!(events.last(), Some(&Event::TimedOut(408)));

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use sip_ingress::admission::Transport;
 use sip_ingress::admission::oracle::NativeRules;
 use sip_ingress::config::{Config, DEMO};
-use sip_ingress::proxy::{DEFAULT_T1, Outgoing, Proxy};
+use sip_ingress::proxy::{Outgoing, Proxy, Timers};
 use sip_ingress::sip::check::{BROADCAST_NEXT_VIA, Verdict, classify_datagram};
 use sip_ingress::sip::frame::frame_datagram;
 
@@ -220,7 +220,7 @@ fn proxy() -> Proxy {
         Box::new(rules),
         ingress(),
         Quota::per_second(unlimited).allow_burst(unlimited),
-        DEFAULT_T1,
+        Timers::default(),
     )
 }
 

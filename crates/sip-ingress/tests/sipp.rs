@@ -510,6 +510,32 @@ fn a_cancelled_call_ends_with_487_on_both_sides() {
     );
 }
 
+#[test]
+fn an_agent_that_rings_past_timer_c_is_cancelled_and_the_caller_gets_its_487() {
+    // Timer C at 2 s: the ingress cancels the ringing agent itself, and the caller, who never
+    // cancels, gets the 487 the agent answers.
+    let world = start_world("timer-c", "timer_c_seconds = 2", ROOMY_POLICY);
+    call(
+        &world,
+        ("agent_cancelled.xml", "", world.agent_port),
+        ("caller_rings_out.xml", "sales", CALLER, &[]),
+    );
+    let text = metrics(&world);
+    for line in [
+        "sip_ingress_invite_timers_total{timer=\"C\",action=\"cancelled\"} 1".to_owned(),
+        format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("code=\"481\""),
+        "the caller's ACK for the 487 is absorbed:\n{text}"
+    );
+}
+
 fn options_to(world: &World, branch: &str) -> String {
     format!(
         "OPTIONS sip:{} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5992;branch=z9hG4bK-{branch}\r\n\
