@@ -36,7 +36,7 @@ const FAMILIES: [(&str, &str, &str); 15] = [
     (
         "sip_ingress_responses_absorbed_total",
         "counter",
-        "Agents' responses to forwarded INVITEs kept from the caller: 100 Trying (the caller had the ingress's own), and final answers other than 2xx after the caller had one",
+        "Agents' responses to forwarded INVITEs kept from the caller: 100 Trying (the caller had the ingress's own), final answers other than 2xx after the caller had one, and all but 2xx from an address the INVITE moved on from",
     ),
     (
         "sip_ingress_dropped_total",

@@ -188,8 +188,9 @@ pub enum Event {
     /// A response was relayed.
     ResponseRelayed,
     /// An agent's response to a forwarded INVITE was kept from the caller (RFC 3261 section
-    /// 16.7 step 5): a 100 Trying (the caller had the ingress's own), or a final answer other
-    /// than 2xx after the caller had one.
+    /// 16.7 step 5): a 100 Trying (the caller had the ingress's own), a final answer other than
+    /// 2xx after the caller had one, or anything but a 2xx from an address the INVITE moved on
+    /// from.
     ResponseAbsorbed,
     /// A message was answered by the ingress itself (400, 416, 481, OPTIONS 200...).
     Answered(u16),
@@ -1501,7 +1502,7 @@ impl Proxy {
                         *callee,
                     )
                 });
-                return (ack.into_iter().collect(), Event::Dropped);
+                return (ack.into_iter().collect(), Event::ResponseAbsorbed);
             }
             if response.code == 503 {
                 let ack = transaction.hop_request(self.local, "ACK", value(head, "To"));
@@ -2692,7 +2693,7 @@ mod tests {
         // The first address sends its 503 again (our ACK was lost): acknowledged again, and
         // the caller still hears nothing of it.
         let (out, event) = proxy.on_message(&unavailable, a, Transport::Udp, later);
-        assert_eq!(event, Event::Dropped);
+        assert_eq!(event, Event::ResponseAbsorbed);
         assert_eq!(out, vec![ack.clone()]);
 
         // The new attempt has timers of its own: Timer A, then Timer B from the 503.
@@ -2740,7 +2741,7 @@ mod tests {
         );
         let ringing = agent_answer(&first, "180 Ringing", 1);
         let (out, event) = proxy.on_message(&ringing, first.to, Transport::Udp, now);
-        assert_eq!((out, event), (vec![], Event::Dropped));
+        assert_eq!((out, event), (vec![], Event::ResponseAbsorbed));
     }
 
     #[test]
