@@ -5,13 +5,13 @@
 //! (`policy`), and an error names the key it is about (`tenants[0].agents[1].number: ...`).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use policy::AccessList;
 use policy::admission::{Agent, DeniedSource, Tenant, World};
+use policy::{AccessList, Host};
 use serde::Deserialize;
 
 use crate::admission::host::{Limits, MAX_MEMORY_BYTES, wit};
@@ -125,6 +125,8 @@ struct RawSip {
     t1_ms: u64,
     #[serde(default = "default_timer_c_seconds")]
     timer_c_seconds: u64,
+    #[serde(default)]
+    hosts: BTreeMap<String, Vec<IpAddr>>,
 }
 
 fn default_t1_ms() -> u64 {
@@ -194,6 +196,9 @@ pub struct Config {
     /// answers, and the caller gets 408 after 64xT1 of silence) and Timer C (how long an agent
     /// may ring before it is sent a CANCEL).
     pub timers: Timers,
+    /// Addresses of agents' host names, in order, used instead of the system resolver (like
+    /// `/etc/hosts`, for this ingress only), by lower-case name.
+    pub hosts: BTreeMap<String, Vec<IpAddr>>,
     /// Tenants, agents and access lists.
     pub tenants: Vec<Tenant>,
     /// What sources outside the called tenant's list get.
@@ -290,6 +295,28 @@ impl Config {
                 raw.sip.t1_ms
             ));
         }
+        let mut hosts = BTreeMap::new();
+        for (name, addresses) in &raw.sip.hosts {
+            match name.parse::<Host>() {
+                Ok(Host::Domain(_)) if addresses.is_empty() => {
+                    problems.push(format!("sip.hosts.\"{name}\": needs at least one address"));
+                }
+                Ok(Host::Domain(_)) => {
+                    if hosts
+                        .insert(name.to_ascii_lowercase(), addresses.clone())
+                        .is_some()
+                    {
+                        problems.push(format!(
+                            "sip.hosts.\"{name}\": given twice (names are case-insensitive)"
+                        ));
+                    }
+                }
+                Ok(_) => problems.push(format!(
+                    "sip.hosts.\"{name}\": an address is not a host name to look up"
+                )),
+                Err(e) => problems.push(format!("sip.hosts.\"{name}\": {e}")),
+            }
+        }
         if !(1..=MOST_TIMER_C_SECONDS).contains(&raw.sip.timer_c_seconds) {
             problems.push(format!(
                 "sip.timer_c_seconds: {} is not from 1 to {MOST_TIMER_C_SECONDS} s",
@@ -372,6 +399,7 @@ impl Config {
                 t1: Duration::from_millis(raw.sip.t1_ms),
                 timer_c: Duration::from_secs(raw.sip.timer_c_seconds),
             },
+            hosts,
             tcp_connections_per_source: raw.sip.tcp_connections_per_source,
             tenants,
             denied,
@@ -547,6 +575,41 @@ mod tests {
             let err = Config::parse(&text).expect_err("refused");
             assert!(err.to_string().contains("sip.t1_ms"), "{err}");
         }
+    }
+
+    #[test]
+    fn host_names_can_be_given_their_addresses_and_bad_entries_are_named() {
+        let text = "[sip]\nudp = [\"127.0.0.1:5060\"]\n[sip.hosts]\n\
+                    \"Agents.Example\" = [\"192.0.2.7\", \"2001:db8::7\"]\n";
+        let config = Config::parse(text).expect("valid");
+        let expected: Vec<IpAddr> = vec![
+            "192.0.2.7".parse().expect("ip"),
+            "2001:db8::7".parse().expect("ip"),
+        ];
+        assert_eq!(config.hosts.get("agents.example"), Some(&expected));
+        for (entry, named) in [
+            ("\"agents.example\" = []", "needs at least one address"),
+            (
+                "\"192.0.2.1\" = [\"192.0.2.7\"]",
+                "an address is not a host name",
+            ),
+            ("\"bad_name\" = [\"192.0.2.7\"]", "sip.hosts.\"bad_name\""),
+            (
+                "\"a.example\" = [\"192.0.2.7\"]\n\"A.example\" = [\"192.0.2.8\"]",
+                "given twice",
+            ),
+        ] {
+            let text = format!("[sip]\nudp = [\"127.0.0.1:5060\"]\n[sip.hosts]\n{entry}\n");
+            let err = Config::parse(&text).expect_err("refused");
+            assert!(err.to_string().contains(named), "{entry}: {err}");
+        }
+        let text =
+            "[sip]\nudp = [\"127.0.0.1:5060\"]\n[sip.hosts]\n\"a.example\" = [\"nowhere\"]\n";
+        let err = Config::parse(text).expect_err("not an address").to_string();
+        assert!(
+            err.contains("a.example") && err.contains("invalid IP address"),
+            "{err}"
+        );
     }
 
     #[test]

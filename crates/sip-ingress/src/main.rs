@@ -7,6 +7,7 @@
 //!                                            run a policy against a case file
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -211,6 +212,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
         tracing::info!(%addr, "serving /metrics");
         tasks.spawn(serve_metrics(listener, Arc::clone(&metrics)));
     }
+    let hosts = Arc::new(config.hosts.clone());
     for addr in &config.udp {
         let socket = UdpSocket::bind(addr)
             .await
@@ -241,6 +243,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
             inbound,
             core,
             tcp_idle: config.tcp_idle,
+            hosts: Arc::clone(&hosts),
             lookups,
             resolved,
         };
@@ -307,16 +310,20 @@ struct Transports {
     core: mpsc::Sender<Inbound>,
     /// How long a connection to an agent may stay silent.
     tcp_idle: Duration,
+    /// The addresses the configuration gives host names, used instead of the system resolver.
+    hosts: Arc<BTreeMap<String, Vec<IpAddr>>>,
     /// Where lookups of agents' host names report, and where the core reads their answers.
     lookups: mpsc::Sender<(String, Vec<IpAddr>)>,
     resolved: mpsc::Receiver<(String, Vec<IpAddr>)>,
 }
 
 impl Transports {
-    /// Looks up the names the proxy asked for, each in its own task, so the core never waits.
+    /// Looks up the names the proxy asked for, each in its own task, so the core never waits;
+    /// a name the configuration gives addresses is answered with them.
     fn look_up(&self, names: Vec<String>) {
         for name in names {
-            tokio::spawn(look_up(name, self.lookups.clone()));
+            let given = self.hosts.get(&name.to_ascii_lowercase()).cloned();
+            tokio::spawn(look_up(name, given, self.lookups.clone()));
         }
     }
 
@@ -454,8 +461,17 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
     }
 }
 
-/// Looks `name` up with the system resolver and reports its addresses (none on failure).
-async fn look_up(name: String, results: mpsc::Sender<(String, Vec<IpAddr>)>) {
+/// Reports the addresses of `name`: those `given` by the configuration, else the system
+/// resolver's (none on failure).
+async fn look_up(
+    name: String,
+    given: Option<Vec<IpAddr>>,
+    results: mpsc::Sender<(String, Vec<IpAddr>)>,
+) {
+    if let Some(addresses) = given {
+        let _ = results.send((name, addresses)).await;
+        return;
+    }
     let lookup = tokio::net::lookup_host((name.as_str(), 0));
     let addresses = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
         Ok(Ok(found)) => found.map(|address| address.ip()).collect(),

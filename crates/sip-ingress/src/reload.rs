@@ -5,8 +5,8 @@
 //! A reload builds a new [`Generation`] (read, compile, instantiate, load) off the proxy cores,
 //! and publishes it only if all of that worked; otherwise the error is logged and the policy in
 //! force stays. What a reload applies: the policy module and `[policy]`, `[admission]` and the
-//! tenants. Listening addresses, the flood limit and metrics need a restart; a reload that
-//! changes them says so in the log.
+//! tenants. The `[sip]` settings (listening addresses, timers, host names), the flood limit and
+//! metrics need a restart; a reload that changes them says so in the log.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,11 +76,13 @@ fn stamp(path: &Path) -> Stamp {
 /// The settings a reload cannot change.
 fn fixed(config: &Config) -> String {
     format!(
-        "{:?} {:?} {:?} {} {:?} {:?} {:?}",
+        "{:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {:?}",
         config.udp,
         config.tcp,
         config.tcp_idle,
         config.tcp_connections_per_source,
+        config.timers,
+        config.hosts,
         config.flood,
         config.metrics,
         config.api
@@ -226,5 +228,27 @@ impl Reloader {
             }
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sip_setting_counts_as_one_a_reload_cannot_change() {
+        let base = "[sip]\nudp = [\"127.0.0.1:5060\"]\n";
+        let fixed_of = |extra: &str| {
+            fixed(&Config::parse(&format!("{base}{extra}")).expect("valid configuration"))
+        };
+        let unchanged = fixed_of("");
+        for change in [
+            "t1_ms = 400\n",
+            "timer_c_seconds = 120\n",
+            "tcp_idle_seconds = 5\n",
+            "[sip.hosts]\n\"a.example\" = [\"192.0.2.7\"]\n",
+        ] {
+            assert_ne!(fixed_of(change), unchanged, "{change}");
+        }
     }
 }

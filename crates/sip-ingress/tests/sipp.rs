@@ -73,6 +73,11 @@ tcp = ["127.0.0.1:{ingress_port}"]
 tcp_connections_per_source = 4
 {sip_extra}
 
+[sip.hosts]
+# Nothing listens at 127.0.0.9: a TCP connection there is refused.
+"agent-pool" = ["127.0.0.9", "127.0.0.1"]
+"agent-pair" = ["127.0.0.1", "127.0.0.2"]
+
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 
@@ -105,6 +110,16 @@ uri = "sip:tcpdesk@127.0.0.1:{tcp_agent_port};transport=tcp"
 id = "namedesk"
 username = "namedesk"
 uri = "sip:namedesk@localhost:{agent_port}"
+
+[[tenants.agents]]
+id = "pooldesk"
+username = "pooldesk"
+uri = "sip:pooldesk@agent-pool:{tcp_agent_port};transport=tcp"
+
+[[tenants.agents]]
+id = "pairdesk"
+username = "pairdesk"
+uri = "sip:pairdesk@agent-pair:{agent_port}"
 
 [[tenants.agents]]
 id = "lostdesk"
@@ -258,18 +273,37 @@ fn start_agent(
     port: u16,
     extra: &[&str],
 ) -> Guarded {
+    start_agent_at(
+        world,
+        ("agent", "127.0.0.1"),
+        agent_scenario,
+        checks,
+        port,
+        extra,
+    )
+}
+
+/// As [`start_agent`], named `name` (its log and scenario files), listening on `ip`.
+fn start_agent_at(
+    world: &World,
+    (name, ip): (&str, &str),
+    agent_scenario: &str,
+    checks: &str,
+    port: u16,
+    extra: &[&str],
+) -> Guarded {
     let agent_scenario = scenario(&world.dir, agent_scenario, checks);
     let port = port.to_string();
     let mut args = vec![
         "-sf",
         agent_scenario.to_str().expect("utf8"),
         "-i",
-        "127.0.0.1",
+        ip,
         "-p",
         &port,
     ];
     args.extend_from_slice(extra);
-    let agent = sipp(&world.dir, "agent", &args);
+    let agent = sipp(&world.dir, name, &args);
     std::thread::sleep(Duration::from_millis(300));
     agent
 }
@@ -533,6 +567,72 @@ fn an_agent_that_rings_past_timer_c_is_cancelled_and_the_caller_gets_its_487() {
     assert!(
         !text.contains("code=\"481\""),
         "the caller's ACK for the 487 is absorbed:\n{text}"
+    );
+}
+
+#[test]
+fn an_invite_whose_first_agent_address_refuses_tcp_goes_to_the_next_address() {
+    let world = start_ingress("pool");
+    // The INVITE that reaches the agent is the second attempt: a branch of its own.
+    let checks = r#"<ereg regexp="Via: SIP/2\.0/TCP 127\.0\.0\.1:[0-9]+;branch=z9hG4bK[0-9a-f]{16}\.1" search_in="msg" check_it="true" assign_to="seen"/>"#;
+    let mut agent = start_agent(
+        &world,
+        "agent.xml",
+        checks,
+        world.tcp_agent_port,
+        &["-t", "t1"],
+    );
+    let mut caller = start_caller(&world, "caller.xml", "pooldesk", CALLER, &[]);
+    finished_ok(&mut caller, &world.dir, "caller");
+    finished_ok(&mut agent, &world.dir, "agent");
+    let text = metrics(&world);
+    for line in [
+        "sip_ingress_invite_next_address_total{after=\"transport_error\"} 1".to_owned(),
+        format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("sip_ingress_invite_send_failures_total{")),
+        "no call failed:\n{text}"
+    );
+}
+
+#[test]
+fn an_invite_whose_first_agent_address_answers_503_goes_to_the_next_address() {
+    let world = start_ingress("pair");
+    let mut unavailable = start_agent_at(
+        &world,
+        ("unavailable", "127.0.0.1"),
+        "agent_unavailable.xml",
+        "",
+        world.agent_port,
+        &[],
+    );
+    let checks = r#"<ereg regexp="Via: SIP/2\.0/UDP 127\.0\.0\.1:[0-9]+;branch=z9hG4bK[0-9a-f]{16}\.1" search_in="msg" check_it="true" assign_to="seen"/>"#;
+    let mut agent = start_agent_at(
+        &world,
+        ("agent", "127.0.0.2"),
+        "agent.xml",
+        checks,
+        world.agent_port,
+        &[],
+    );
+    // The caller never sees the 503: its scenario takes 180 and 200 only.
+    let mut caller = start_caller(&world, "caller.xml", "pairdesk", CALLER, &[]);
+    finished_ok(&mut caller, &world.dir, "caller");
+    finished_ok(&mut agent, &world.dir, "agent");
+    finished_ok(&mut unavailable, &world.dir, "unavailable");
+    let text = metrics(&world);
+    assert!(
+        text.lines()
+            .any(|l| l == "sip_ingress_invite_next_address_total{after=\"503\"} 1"),
+        "{text}"
     );
 }
 
