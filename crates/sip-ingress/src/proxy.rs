@@ -266,9 +266,8 @@ struct InviteTransaction {
     callee_transport: Transport,
     /// Our branch on the forwarded INVITE (CANCEL and our ACK reuse it).
     branch: String,
-    /// How many addresses the INVITE went to before `callee`; part of our branch.
-    attempt: u8,
-    /// Our branch and the address of each earlier attempt, whose late answers are absorbed.
+    /// Our branch and the address of each earlier attempt, whose late answers are absorbed;
+    /// how many there are is part of our branch.
     abandoned: Vec<(String, SocketAddr)>,
     /// The forwarded INVITE's Request-URI.
     request_uri: String,
@@ -848,7 +847,8 @@ impl Proxy {
             } => (forwarded, now + self.timing.t1 * 64),
             _ => return None,
         };
-        let attempt = transaction.attempt + 1;
+        // At most MOST_ADDRESSES_TRIED attempts: the count fits.
+        let attempt = transaction.abandoned.len() as u8 + 1;
         let branch = self.branch_of(
             &transaction.caller_branch,
             transaction.caller,
@@ -861,7 +861,6 @@ impl Proxy {
         let old_branch = std::mem::replace(&mut transaction.branch, branch.clone());
         let old_callee = std::mem::replace(&mut transaction.callee, next);
         transaction.abandoned.push((old_branch, old_callee));
-        transaction.attempt = attempt;
         transaction.timer_c = now + self.timing.timer_c;
         transaction.phase = Phase::Calling(Unanswered {
             forwarded: forwarded.clone(),
@@ -1274,7 +1273,6 @@ impl Proxy {
             fallbacks,
             callee_transport: hop_transport,
             branch: branch.clone(),
-            attempt: 0,
             abandoned: Vec::new(),
             request_uri,
             invite,

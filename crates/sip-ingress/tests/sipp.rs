@@ -171,6 +171,18 @@ uri = "sip:acme-bot@127.0.0.1:{agent_port}"
     }
 }
 
+/// The ingress's `/metrics` text, which must hold each of `lines` as a whole line.
+fn metrics_with(world: &World, lines: &[&str]) -> String {
+    let text = metrics(world);
+    for line in lines {
+        assert!(
+            text.lines().any(|l| l == *line),
+            "{line} missing from\n{text}"
+        );
+    }
+    text
+}
+
 /// The ingress's `/metrics` text.
 fn metrics(world: &World) -> String {
     let response = trunkguard::http::request(world.metrics, "GET", "/metrics", &[], None);
@@ -334,16 +346,13 @@ fn a_whole_call_reaches_the_agent_with_x_dest_user() {
         ("caller.xml", "sales", CALLER, &[]),
     );
     assert!(log(&world.dir.join("ingress.log")).contains("invite admitted"));
-    let text = metrics(&world);
-    for line in [
-        "sip_ingress_admission_total{decision=\"forward\",reason=\"admitted\"} 1".to_owned(),
-        format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "{line} missing from\n{text}"
-        );
-    }
+    metrics_with(
+        &world,
+        &[
+            "sip_ingress_admission_total{decision=\"forward\",reason=\"admitted\"} 1",
+            &format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
+        ],
+    );
 }
 
 #[test]
@@ -427,16 +436,13 @@ fn a_call_to_an_agent_whose_tcp_port_refuses_connections_gets_500_without_waitin
             && ingress_log.contains("invite could not be sent to its agent"),
         "{ingress_log}"
     );
-    let text = metrics(&world);
-    for line in [
-        "sip_ingress_invite_send_failures_total{action=\"answered_500\"} 1".to_owned(),
-        format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "{line} missing from\n{text}"
-        );
-    }
+    let text = metrics_with(
+        &world,
+        &[
+            "sip_ingress_invite_send_failures_total{action=\"answered_500\"} 1",
+            &format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
+        ],
+    );
     assert!(
         !text.contains("code=\"481\""),
         "the caller's ACK for the 500 is absorbed:\n{text}"
@@ -494,12 +500,9 @@ fn disallowed_sources_and_other_tenants_callers_get_no_answer() {
     // Control: the same INVITE from an allowed source is answered at once.
     let answer = exchange(&world, "127.0.0.1", &invite(5997, "sales", 70)).expect("answered");
     assert!(answer.starts_with("SIP/2.0 100 Trying"), "{answer}");
-    let refused =
-        "sip_ingress_admission_total{decision=\"refuse\",reason=\"source_not_allowed\"} 2";
-    assert!(
-        metrics(&world).lines().any(|l| l == refused),
-        "{}",
-        metrics(&world)
+    metrics_with(
+        &world,
+        &["sip_ingress_admission_total{decision=\"refuse\",reason=\"source_not_allowed\"} 2"],
     );
     // And acme's own agent is reachable from acme's source.
     let answer =
@@ -554,16 +557,13 @@ fn an_agent_that_rings_past_timer_c_is_cancelled_and_the_caller_gets_its_487() {
         ("agent_cancelled.xml", "", world.agent_port),
         ("caller_rings_out.xml", "sales", CALLER, &[]),
     );
-    let text = metrics(&world);
-    for line in [
-        "sip_ingress_invite_timers_total{timer=\"C\",action=\"cancelled\"} 1".to_owned(),
-        format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "{line} missing from\n{text}"
-        );
-    }
+    let text = metrics_with(
+        &world,
+        &[
+            "sip_ingress_invite_timers_total{timer=\"C\",action=\"cancelled\"} 1",
+            &format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
+        ],
+    );
     assert!(
         !text.contains("code=\"481\""),
         "the caller's ACK for the 487 is absorbed:\n{text}"
@@ -585,16 +585,13 @@ fn an_invite_whose_first_agent_address_refuses_tcp_goes_to_the_next_address() {
     let mut caller = start_caller(&world, "caller.xml", "pooldesk", CALLER, &[]);
     finished_ok(&mut caller, &world.dir, "caller");
     finished_ok(&mut agent, &world.dir, "agent");
-    let text = metrics(&world);
-    for line in [
-        "sip_ingress_invite_next_address_total{after=\"transport_error\"} 1".to_owned(),
-        format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "{line} missing from\n{text}"
-        );
-    }
+    let text = metrics_with(
+        &world,
+        &[
+            "sip_ingress_invite_next_address_total{after=\"transport_error\"} 1",
+            &format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
+        ],
+    );
     assert!(
         !text
             .lines()
@@ -628,11 +625,9 @@ fn an_invite_whose_first_agent_address_answers_503_goes_to_the_next_address() {
     finished_ok(&mut caller, &world.dir, "caller");
     finished_ok(&mut agent, &world.dir, "agent");
     finished_ok(&mut unavailable, &world.dir, "unavailable");
-    let text = metrics(&world);
-    assert!(
-        text.lines()
-            .any(|l| l == "sip_ingress_invite_next_address_total{after=\"503\"} 1"),
-        "{text}"
+    metrics_with(
+        &world,
+        &["sip_ingress_invite_next_address_total{after=\"503\"} 1"],
     );
 }
 
@@ -813,12 +808,8 @@ fn ten_reloads_under_load_fail_no_call() {
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         format!("sip_ingress_policy_info{{sha256=\"{hex}\"}} 1")
     };
+    metrics_with(&world, &[&in_force("ingress_policy.wasm")]);
     let has_line = |line: &str| metrics(&world).lines().any(|l| l == line);
-    assert!(
-        has_line(&in_force("ingress_policy.wasm")),
-        "{}",
-        metrics(&world)
-    );
 
     // 150 calls at 15 per second: about ten seconds of load, through every reload below.
     let checks = r#"<ereg regexp="X-Dest-User: sales\.desk" search_in="msg" check_it="true" assign_to="seen"/>"#;
@@ -1026,16 +1017,13 @@ fn an_agent_at_a_host_name_gets_the_call_at_the_address_the_name_resolves_to() {
         ("agent.xml", checks, world.agent_port),
         ("caller.xml", "namedesk", CALLER, &[]),
     );
-    let text = metrics(&world);
-    for line in [
-        "sip_ingress_invites_awaiting_name_total 1",
-        "sip_ingress_admission_total{decision=\"forward\",reason=\"admitted\"} 1",
-    ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "{line} missing from\n{text}"
-        );
-    }
+    metrics_with(
+        &world,
+        &[
+            "sip_ingress_invites_awaiting_name_total 1",
+            "sip_ingress_admission_total{decision=\"forward\",reason=\"admitted\"} 1",
+        ],
+    );
 }
 
 #[test]
@@ -1062,10 +1050,8 @@ fn a_caller_of_an_agent_whose_host_name_does_not_resolve_gets_100_then_503() {
         next_datagram(&agent, Duration::from_millis(200)).is_none(),
         "nothing reached any agent"
     );
-    let text = metrics(&world);
-    let line = "sip_ingress_admission_total{decision=\"refuse\",reason=\"agent_unreachable\"} 1";
-    assert!(
-        text.lines().any(|l| l == line),
-        "{line} missing from\n{text}"
+    metrics_with(
+        &world,
+        &["sip_ingress_admission_total{decision=\"refuse\",reason=\"agent_unreachable\"} 1"],
     );
 }
