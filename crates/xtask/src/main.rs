@@ -331,8 +331,9 @@ fn up() -> Result<()> {
          \n  edge         http://127.0.0.1:10000/v1/... (Envoy with edge_filter.wasm)\
          \n  admin        http://127.0.0.1:9901/stats?filter=wasmcustom\
          \n  API keys     tg_demo_0123456789abcdef (tenant demo), tg_acme_0123456789abcdef (tenant acme)\
-         \n  API          127.0.0.1:8081, the ingress's control-plane API behind the edge (so far the\
-         \n               SIP IP access list; other routes the filter accepts get 404), data in trunkguard.db\
+         \n  API          127.0.0.1:8081, the ingress's control-plane API behind the edge (the IP\
+         \n               access list, agents' SIP registrations, outbound routes; other routes the\
+         \n               filter accepts get 404), data in trunkguard.db\
          \n\nCtrl-C stops everything.\n"
     );
     // Every child gets the terminal's Ctrl-C; each is also killed if Envoy stops first.
