@@ -54,11 +54,15 @@ pub fn reason_phrase(code: u16) -> &'static str {
 }
 
 /// `response` with its status line replaced by `code`'s: how a proxy turns the 503 it got into
-/// the 500 it sends on (RFC 3261 section 16.7 step 6). A message without a line end comes back
-/// as it was.
+/// the 500 it sends on (RFC 3261 section 16.7 step 6). The line ends where the head parser ends
+/// it, at CRLF or a bare LF. A message without a line end comes back as it was.
 pub fn with_status(response: &[u8], code: u16) -> Vec<u8> {
-    let Some(line_end) = response.windows(2).position(|w| w == b"\r\n") else {
+    let Some(lf) = response.iter().position(|&b| b == b'\n') else {
         return response.to_vec();
+    };
+    let line_end = match lf.checked_sub(1) {
+        Some(cr) if response[cr] == b'\r' => cr,
+        _ => lf,
     };
     let mut out = format!("SIP/2.0 {code} {}", reason_phrase(code)).into_bytes();
     out.extend_from_slice(&response[line_end..]);
@@ -144,6 +148,15 @@ mod tests {
             Retry-After: 30\r\nContent-Length: 0\r\n\r\n"
         );
         assert_eq!(with_status(b"SIP/2.0 503", 500), b"SIP/2.0 503");
+    }
+
+    #[test]
+    fn a_status_line_ended_by_a_bare_lf_is_replaced_alone() {
+        let agent = b"SIP/2.0 503 Reply\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2\r\n\r\n";
+        assert_eq!(
+            with_status(agent, 500),
+            b"SIP/2.0 500 Server Internal Error\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2\r\n\r\n"
+        );
     }
 
     #[test]
