@@ -339,23 +339,13 @@ impl Transports {
             bytes,
         } = out;
         if transport == Transport::Tcp {
-            return self
-                .connections
-                .send_or_connect(to, bytes, &self.core, self.tcp_idle)
-                .inspect_err(|_| {
-                    tracing::warn!(%to, "tcp send failed: the connection's queue is full");
-                });
+            return self.send_or_connect(to, bytes);
         }
         let Err(bytes) = self.connections.send(to, bytes) else {
             return Ok(());
         };
         if let Some(target) = response::reconnect_target(&bytes, to.ip()) {
-            return self
-                .connections
-                .send_or_connect(target, bytes, &self.core, self.tcp_idle)
-                .inspect_err(|_| {
-                    tracing::warn!(%target, "tcp send failed: the connection's queue is full");
-                });
+            return self.send_or_connect(target, bytes);
         }
         match self.socket.send_to(&bytes, to).await {
             Ok(_) => Ok(()),
@@ -364,6 +354,14 @@ impl Transports {
                 Err(bytes)
             }
         }
+    }
+
+    /// Queues `bytes` on the TCP connection to `to`, opening one when there is none; gives them
+    /// back when its queue is full.
+    fn send_or_connect(&self, to: SocketAddr, bytes: Vec<u8>) -> Result<(), Vec<u8>> {
+        self.connections
+            .send_or_connect(to, bytes, &self.core, self.tcp_idle)
+            .inspect_err(|_| tracing::warn!(%to, "tcp send failed: the connection's queue is full"))
     }
 
     /// Sends what the proxy core gave to send. What cannot be sent goes back to the core

@@ -183,6 +183,22 @@ fn metrics_with(world: &World, lines: &[&str]) -> String {
     text
 }
 
+/// Checks, after a call that failed, that `/metrics` has `series`, no dialog is left, and the
+/// caller's ACK for its final answer was absorbed, not answered 481.
+fn ended_cleanly(world: &World, series: &str) {
+    let text = metrics_with(
+        world,
+        &[
+            series,
+            &format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
+        ],
+    );
+    assert!(
+        !text.contains("code=\"481\""),
+        "the caller's ACK for its final answer is absorbed:\n{text}"
+    );
+}
+
 /// The ingress's `/metrics` text.
 fn metrics(world: &World) -> String {
     let response = trunkguard::http::request(world.metrics, "GET", "/metrics", &[], None);
@@ -436,16 +452,9 @@ fn a_call_to_an_agent_whose_tcp_port_refuses_connections_gets_500_without_waitin
             && ingress_log.contains("invite could not be sent to its agent"),
         "{ingress_log}"
     );
-    let text = metrics_with(
+    ended_cleanly(
         &world,
-        &[
-            "sip_ingress_invite_send_failures_total{action=\"answered_500\"} 1",
-            &format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
-        ],
-    );
-    assert!(
-        !text.contains("code=\"481\""),
-        "the caller's ACK for the 500 is absorbed:\n{text}"
+        "sip_ingress_invite_send_failures_total{action=\"answered_500\"} 1",
     );
 }
 
@@ -557,16 +566,9 @@ fn an_agent_that_rings_past_timer_c_is_cancelled_and_the_caller_gets_its_487() {
         ("agent_cancelled.xml", "", world.agent_port),
         ("caller_rings_out.xml", "sales", CALLER, &[]),
     );
-    let text = metrics_with(
+    ended_cleanly(
         &world,
-        &[
-            "sip_ingress_invite_timers_total{timer=\"C\",action=\"cancelled\"} 1",
-            &format!("sip_ingress_dialogs{{socket=\"{}\"}} 0", world.ingress),
-        ],
-    );
-    assert!(
-        !text.contains("code=\"481\""),
-        "the caller's ACK for the 487 is absorbed:\n{text}"
+        "sip_ingress_invite_timers_total{timer=\"C\",action=\"cancelled\"} 1",
     );
 }
 
