@@ -337,13 +337,14 @@ fn start_agent_at(
 }
 
 /// One call: a SIPp agent running `agent_scenario` (with `checks`) on `agent_port`, and a caller
-/// running `caller_scenario`, calling `called` from `from`; both must succeed.
+/// running `caller_scenario`, calling `called` from `from`, each with its extra SIPp arguments;
+/// both must succeed.
 fn call(
     world: &World,
-    (agent_scenario, checks, agent_port): (&str, &str, u16),
+    (agent_scenario, checks, agent_port, agent_extra): (&str, &str, u16, &[&str]),
     (caller_scenario, called, from, extra): (&str, &str, &str, &[&str]),
 ) {
-    let mut agent = start_agent(world, agent_scenario, checks, agent_port, &[]);
+    let mut agent = start_agent(world, agent_scenario, checks, agent_port, agent_extra);
     let mut caller = start_caller(world, caller_scenario, called, from, extra);
     finished_ok(&mut caller, &world.dir, "caller");
     finished_ok(&mut agent, &world.dir, "agent");
@@ -358,7 +359,7 @@ fn a_whole_call_reaches_the_agent_with_x_dest_user() {
       <ereg regexp="Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;lr&gt;" search_in="msg" check_it="true" assign_to="seen"/>"#;
     call(
         &world,
-        ("agent.xml", checks, world.agent_port),
+        ("agent.xml", checks, world.agent_port, &[]),
         ("caller.xml", "sales", CALLER, &[]),
     );
     assert!(log(&world.dir.join("ingress.log")).contains("invite admitted"));
@@ -379,16 +380,11 @@ fn an_agent_whose_uri_says_tcp_gets_the_whole_call_over_a_connection_the_ingress
     let checks = r#"<ereg regexp="^INVITE sip:tcpdesk@127\.0\.0\.1:[0-9]+;transport=tcp SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>
       <ereg regexp="Via: SIP/2\.0/TCP 127\.0\.0\.1:[0-9]+;branch=z9hG4bK" search_in="msg" check_it="true" assign_to="seen"/>
       <ereg regexp="Record-Route: &lt;sip:127\.0\.0\.1:[0-9]+;transport=tcp;lr&gt;, &lt;sip:127\.0\.0\.1:[0-9]+;lr&gt;" search_in="msg" check_it="true" assign_to="seen"/>"#;
-    let mut agent = start_agent(
+    call(
         &world,
-        "agent.xml",
-        checks,
-        world.tcp_agent_port,
-        &["-t", "t1"],
+        ("agent.xml", checks, world.tcp_agent_port, &["-t", "t1"]),
+        ("caller.xml", "tcpdesk", CALLER, &[]),
     );
-    let mut caller = start_caller(&world, "caller.xml", "tcpdesk", CALLER, &[]);
-    finished_ok(&mut caller, &world.dir, "caller");
-    finished_ok(&mut agent, &world.dir, "agent");
     let text = metrics(&world);
     assert!(
         text.lines()
@@ -408,7 +404,7 @@ fn a_whole_call_over_tcp_reaches_the_agent_over_udp() {
       <ereg regexp="Via: SIP/2\.0/TCP [^;]*;[^[:cntrl:]]*received=127\.0\.0\.1;rport=[0-9]+" search_in="msg" check_it="true" assign_to="seen"/>"#;
     call(
         &world,
-        ("agent.xml", checks, world.agent_port),
+        ("agent.xml", checks, world.agent_port, &[]),
         ("caller.xml", "sales", CALLER, &["-t", "t1"]),
     );
     assert!(
@@ -433,7 +429,7 @@ fn the_proxy_route_is_honoured_and_no_x_dest_user_is_sent_when_unset() {
     // Called by number this time.
     call(
         &world,
-        ("agent.xml", &checks, world.proxy_port),
+        ("agent.xml", &checks, world.proxy_port, &[]),
         ("caller.xml", "+15550100002", CALLER, &[]),
     );
 }
@@ -551,7 +547,7 @@ fn a_cancelled_call_ends_with_487_on_both_sides() {
     // The agent's last step is receiving the ACK the proxy itself sends for the 487.
     call(
         &world,
-        ("agent_cancelled.xml", "", world.agent_port),
+        ("agent_cancelled.xml", "", world.agent_port, &[]),
         ("caller_cancel.xml", "sales", CALLER, &[]),
     );
 }
@@ -563,7 +559,7 @@ fn an_agent_that_rings_past_timer_c_is_cancelled_and_the_caller_gets_its_487() {
     let world = start_world("timer-c", "timer_c_seconds = 2", ROOMY_POLICY);
     call(
         &world,
-        ("agent_cancelled.xml", "", world.agent_port),
+        ("agent_cancelled.xml", "", world.agent_port, &[]),
         ("caller_rings_out.xml", "sales", CALLER, &[]),
     );
     ended_cleanly(
@@ -577,16 +573,11 @@ fn an_invite_whose_first_agent_address_refuses_tcp_goes_to_the_next_address() {
     let world = start_ingress("pool");
     // The INVITE that reaches the agent is the second attempt: a branch of its own.
     let checks = r#"<ereg regexp="Via: SIP/2\.0/TCP 127\.0\.0\.1:[0-9]+;branch=z9hG4bK[0-9a-f]{16}\.1" search_in="msg" check_it="true" assign_to="seen"/>"#;
-    let mut agent = start_agent(
+    call(
         &world,
-        "agent.xml",
-        checks,
-        world.tcp_agent_port,
-        &["-t", "t1"],
+        ("agent.xml", checks, world.tcp_agent_port, &["-t", "t1"]),
+        ("caller.xml", "pooldesk", CALLER, &[]),
     );
-    let mut caller = start_caller(&world, "caller.xml", "pooldesk", CALLER, &[]);
-    finished_ok(&mut caller, &world.dir, "caller");
-    finished_ok(&mut agent, &world.dir, "agent");
     let text = metrics_with(
         &world,
         &[
@@ -1016,7 +1007,7 @@ fn an_agent_at_a_host_name_gets_the_call_at_the_address_the_name_resolves_to() {
     let checks = r#"<ereg regexp="^INVITE sip:namedesk@localhost:[0-9]+ SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>"#;
     call(
         &world,
-        ("agent.xml", checks, world.agent_port),
+        ("agent.xml", checks, world.agent_port, &[]),
         ("caller.xml", "namedesk", CALLER, &[]),
     );
     metrics_with(
