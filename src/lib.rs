@@ -2,11 +2,13 @@
 //!
 //! The product lives in `crates/`; this package only owns the tests that cross crate and process
 //! boundaries, and the helpers they share: locating tools and artifacts, starting processes that
-//! are always stopped, a small HTTP/1.1 client and an upstream that records what it receives.
+//! are always stopped, a small HTTP/1.1 client, an upstream that records what it receives, and
+//! the SIP ingress's test worlds ([`sip_world`]).
 
 pub mod edge;
 pub mod http;
 pub mod process;
+pub mod sip_world;
 pub mod upstream;
 
 use std::net::TcpListener;

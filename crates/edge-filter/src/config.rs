@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use policy::{BodySchema, Gcra};
 use serde::Deserialize;
 
-use crate::limiter;
 use crate::template::PathTemplate;
 
 /// The default largest request body, in bytes (64 KiB).
@@ -296,7 +295,7 @@ impl Config {
                 .flat_map(|key| {
                     classes
                         .iter()
-                        .map(|class| limiter::state_key(&key.name, &class.name))
+                        .map(|class| state_key(&key.name, &class.name))
                 })
                 .collect();
             Ok(Config {
@@ -311,6 +310,11 @@ impl Config {
             Err(ConfigError(problems))
         }
     }
+}
+
+/// The store key of one (API key, class) pair: operator-chosen names only, never key material.
+pub(crate) fn state_key(key_name: &str, class_name: &str) -> String {
+    format!("trunkguard/ratelimit/{key_name}/{class_name}")
 }
 
 #[cfg(test)]
@@ -369,7 +373,7 @@ pub(crate) mod tests {
         for (k, key) in config.keys.iter().enumerate() {
             for (c, class) in config.classes.iter().enumerate() {
                 let state = config.rate_state_key(k, c).expect("in range");
-                assert_eq!(state, limiter::state_key(&key.name, &class.name));
+                assert_eq!(state, state_key(&key.name, &class.name));
                 assert!(seen.insert(state.to_owned()));
             }
         }

@@ -6,7 +6,8 @@
 //! * [`filter`]: the request path, as functions of the request and a [`store::SharedStore`], so
 //!   it is unit-tested natively and runs unchanged in Envoy.
 //! * [`limiter`]: GCRA limits shared by all Envoy worker threads through compare-and-swap.
-//! * `proxy` (wasm32 only): the proxy-wasm glue, built as `edge_filter.wasm`.
+//! * `contexts` (wasm32 only): the proxy-wasm root and HTTP contexts (the SDK's word), built as
+//!   `edge_filter.wasm`.
 //!
 //! Rejections are RFC 9457 problem documents from [`policy::problem`], the same shapes the
 //! ingress's API uses.
@@ -18,4 +19,4 @@ pub mod store;
 pub mod template;
 
 #[cfg(target_arch = "wasm32")]
-mod proxy;
+mod contexts;

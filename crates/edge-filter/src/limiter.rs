@@ -18,11 +18,6 @@ use crate::store::{SharedStore, StoreError};
 /// How many times a decision is retried after losing a compare-and-swap race.
 pub const MAX_ATTEMPTS: u32 = 32;
 
-/// The store key of one (API key, class) pair: operator-chosen names only, never key material.
-pub fn state_key(key_name: &str, class_name: &str) -> String {
-    format!("trunkguard/ratelimit/{key_name}/{class_name}")
-}
-
 fn decode(value: &[u8]) -> u64 {
     value.try_into().map(u64::from_le_bytes).unwrap_or_default()
 }
@@ -150,7 +145,7 @@ mod tests {
             store.entries.borrow().len(),
             config.keys.len() * config.classes.len()
         );
-        let key = state_key("test", "write");
+        let key = crate::config::state_key("test", "write");
         let write = &config
             .classes
             .iter()

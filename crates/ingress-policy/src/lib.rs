@@ -22,8 +22,6 @@ use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use policy::admission::{Admission, Agent, DeniedSource, Invite as Facts, Tenant, World};
-use policy::route::RouteTransport;
-use policy::{Host, HostPort};
 
 /// The component bindings generated from `wit/ingress-policy.wit`.
 #[allow(missing_docs, unsafe_code, clippy::all)]
@@ -102,74 +100,13 @@ fn tenant_of(raw: wit::Tenant) -> Result<Tenant, String> {
     })
 }
 
-/// The host and port of a SIP URI (`sip:user@host:port;params`), and its `transport`.
-fn uri_target(uri: &str) -> Option<(HostPort, RouteTransport)> {
-    let rest = uri.strip_prefix("sip:")?;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    let end = rest.find([';', '?', '>']).unwrap_or(rest.len());
-    let target = rest[..end].parse().ok()?;
-    let transport = rest[end..]
-        .split(';')
-        .filter_map(|param| param.split_once('='))
-        .find(|(name, _)| name.eq_ignore_ascii_case("transport"))
-        .map_or(RouteTransport::Udp, |(_, value)| {
-            if value.eq_ignore_ascii_case("tcp") {
-                RouteTransport::Tcp
-            } else {
-                RouteTransport::Udp
-            }
-        });
-    Some((target, transport))
-}
-
-fn transport_of(transport: RouteTransport) -> Transport {
-    match transport {
-        RouteTransport::Udp => Transport::Udp,
-        RouteTransport::Tcp => Transport::Tcp,
-    }
-}
-
-/// The host part as it goes in a SIP URI or a next hop (IPv6 without brackets for the hop).
-fn hop_host(host: &Host) -> String {
-    match host {
-        Host::Ipv6(address) => address.to_string(),
-        other => other.to_string(),
-    }
-}
-
 /// The forward to `agent`, or why there is none (an agent URI without a host).
 fn forward_to(tenant: &str, agent: &Agent) -> Result<Forward, String> {
-    let (host, port, transport, route) = match &agent.route {
-        Some(route) => {
-            let (host, port) = route.next_hop();
-            let transport = route.transport();
-            let pushed = route.proxy.as_ref().map(|proxy| {
-                let mut value = format!("<sip:{}:{port}", proxy.host);
-                if transport == RouteTransport::Tcp {
-                    value.push_str(";transport=tcp");
-                }
-                value.push_str(";lr>");
-                value
-            });
-            (host.clone(), port, transport, pushed)
-        }
-        None => match uri_target(&agent.uri) {
-            Some((target, transport)) => (
-                target.host.clone(),
-                target.port_or(policy::route::DEFAULT_PORT),
-                transport,
-                None,
-            ),
-            None => {
-                return Err(format!(
-                    "tenant {tenant} agent {} uri {:?}: not a sip: URI with a host",
-                    agent.id, agent.uri
-                ));
-            }
-        },
-    };
+    let hop = agent
+        .next_hop()
+        .map_err(|e| format!("tenant {tenant} {e}"))?;
     let mut headers = Vec::new();
-    if let Some(route) = route {
+    if let Some(route) = hop.route {
         headers.push(Header {
             name: "Route".into(),
             value: route,
@@ -181,14 +118,19 @@ fn forward_to(tenant: &str, agent: &Agent) -> Result<Forward, String> {
             value: user.as_str().into(),
         });
     }
+    // The one place the guest turns the rules' transport into the world's.
+    let transport = match hop.transport {
+        policy::Transport::Udp => Transport::Udp,
+        policy::Transport::Tcp => Transport::Tcp,
+    };
     Ok(Forward {
         tenant: tenant.into(),
         agent_id: agent.id.clone(),
         agent_uri: agent.uri.clone(),
         next_hop: NextHop {
-            host: hop_host(&host),
-            port,
-            transport: transport_of(transport),
+            host: hop.host,
+            port: hop.port,
+            transport,
         },
         headers,
     })
@@ -436,17 +378,5 @@ mod tests {
         };
         assert_eq!(broken.request_user(), "");
         assert_eq!(broken.from_user(), "");
-    }
-
-    #[test]
-    fn agent_uris_give_the_next_hop() {
-        let (target, transport) = uri_target("sip:sales@127.0.0.1:5090").expect("uri");
-        assert_eq!(target.to_string(), "127.0.0.1:5090");
-        assert_eq!(transport, RouteTransport::Udp);
-        let (target, transport) = uri_target("sip:+1555@[::1]:5090;transport=TCP").expect("uri");
-        assert_eq!(hop_host(&target.host), "::1");
-        assert_eq!(target.port, Some(5090));
-        assert_eq!(transport, RouteTransport::Tcp);
-        assert!(uri_target("tel:+15550100001").is_none());
     }
 }

@@ -25,7 +25,8 @@ use foldhash::fast::SeedableRandomState;
 use crate::access_list::{AccessEntry, AccessList};
 use crate::dest_user::DestUser;
 use crate::e164::E164;
-use crate::route::Route;
+use crate::host::{Host, HostPort};
+use crate::route::{DEFAULT_PORT, Route, Transport};
 
 /// An agent as the ingress sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,77 @@ pub struct Agent {
     pub dest_user: Option<DestUser>,
     /// The route (transport, proxy) to reach it, if not the default.
     pub route: Option<Route>,
+}
+
+/// Where an INVITE forwarded to an agent is sent: the agent's route when it has one, else the
+/// host, port and `transport` of its URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    /// An IP address literal (IPv6 without brackets) or a host name.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The transport.
+    pub transport: Transport,
+    /// The `Route` to push, naming the route's `proxyAddress`, when it has one.
+    pub route: Option<String>,
+}
+
+impl Agent {
+    /// Where INVITEs to this agent go; an error when it has no route and its URI is not a
+    /// `sip:` URI with a host.
+    pub fn next_hop(&self) -> Result<NextHop, String> {
+        let Some(route) = &self.route else {
+            let (target, transport) = uri_target(&self.uri).ok_or_else(|| {
+                format!(
+                    "agent {} uri {:?}: not a sip: URI with a host",
+                    self.id, self.uri
+                )
+            })?;
+            return Ok(NextHop {
+                host: hop_host(&target.host),
+                port: target.port_or(DEFAULT_PORT),
+                transport,
+                route: None,
+            });
+        };
+        let (host, port) = route.next_hop();
+        let transport = route.transport();
+        let pushed = route.proxy.as_ref().map(|proxy| match transport {
+            Transport::Tcp => format!("<sip:{}:{port};transport=tcp;lr>", proxy.host),
+            Transport::Udp => format!("<sip:{}:{port};lr>", proxy.host),
+        });
+        Ok(NextHop {
+            host: hop_host(host),
+            port,
+            transport,
+            route: pushed,
+        })
+    }
+}
+
+/// The host and port of a SIP URI (`sip:user@host:port;params`), and its `transport`.
+fn uri_target(uri: &str) -> Option<(HostPort, Transport)> {
+    let rest = uri.strip_prefix("sip:")?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let end = rest.find([';', '?', '>']).unwrap_or(rest.len());
+    let target = rest[..end].parse().ok()?;
+    let tcp = rest[end..]
+        .split(';')
+        .filter_map(|param| param.split_once('='))
+        .any(|(name, value)| {
+            name.eq_ignore_ascii_case("transport") && value.eq_ignore_ascii_case("tcp")
+        });
+    let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+    Some((target, transport))
+}
+
+/// The host part as a next hop names it: IPv6 without brackets.
+fn hop_host(host: &Host) -> String {
+    match host {
+        Host::Ipv6(address) => address.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// A tenant: its access list and its agents.
@@ -274,6 +346,38 @@ impl World {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_uri_gives_the_next_hop_and_a_route_overrides_it() {
+        let agent = |uri| agent("a", Some("a"), "+15550100000", uri);
+        let hop = agent("sip:sales@127.0.0.1:5090").next_hop().expect("hop");
+        assert_eq!((hop.host.as_str(), hop.port), ("127.0.0.1", 5090));
+        assert_eq!((hop.transport, hop.route), (Transport::Udp, None));
+        let hop = agent("sip:+1555@[::1]:5090;transport=TCP")
+            .next_hop()
+            .expect("hop");
+        assert_eq!((hop.host.as_str(), hop.port), ("::1", 5090));
+        assert_eq!(hop.transport, Transport::Tcp);
+        assert_eq!(
+            agent("tel:+15550100001").next_hop(),
+            Err("agent a uri \"tel:+15550100001\": not a sip: URI with a host".to_owned())
+        );
+        let routed = Agent {
+            route: Some(
+                "10.0.0.1;transport=tcp;proxyAddress=10.0.0.2:5070"
+                    .parse()
+                    .expect("route"),
+            ),
+            ..agent("sip:sales@pbx.example")
+        };
+        let hop = routed.next_hop().expect("hop");
+        assert_eq!((hop.host.as_str(), hop.port), ("10.0.0.2", 5070));
+        assert_eq!(hop.transport, Transport::Tcp);
+        assert_eq!(
+            hop.route.as_deref(),
+            Some("<sip:10.0.0.2:5070;transport=tcp;lr>")
+        );
+    }
 
     fn entry(s: &str) -> AccessEntry {
         s.parse().expect("entry")

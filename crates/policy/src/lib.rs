@@ -35,5 +35,5 @@ pub use gcra::{Decision, Gcra, GcraError};
 pub use host::{Host, HostError, HostPort};
 pub use json::{FieldError, FieldErrors, FromJson, Pointer, parse_body};
 pub use problem::{Problem, ProblemKind};
-pub use route::{Route, RouteError, RoutePart, RouteTransport};
+pub use route::{Route, RouteError, RoutePart, Transport};
 pub use secret::Secret;

@@ -26,7 +26,7 @@ pub const DEFAULT_PORT: u16 = 5060;
 
 /// The transports a route may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum RouteTransport {
+pub enum Transport {
     /// UDP, the default.
     #[default]
     Udp,
@@ -34,17 +34,17 @@ pub enum RouteTransport {
     Tcp,
 }
 
-impl RouteTransport {
+impl Transport {
     /// The lower-case name used in the grammar and in SIP `transport=` parameters.
     pub fn as_str(self) -> &'static str {
         match self {
-            RouteTransport::Udp => "udp",
-            RouteTransport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
         }
     }
 }
 
-impl fmt::Display for RouteTransport {
+impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -57,7 +57,7 @@ pub struct Route {
     /// Where calls are sent: the Request-URI and To host, with an optional port.
     pub target: HostPort,
     /// The transport, when written.
-    pub transport: Option<RouteTransport>,
+    pub transport: Option<Transport>,
     /// The proxy that packets are sent to, when written.
     pub proxy: Option<HostPort>,
 }
@@ -69,7 +69,7 @@ impl Route {
     }
 
     /// The transport to use (udp unless written).
-    pub fn transport(&self) -> RouteTransport {
+    pub fn transport(&self) -> Transport {
         self.transport.unwrap_or_default()
     }
 
@@ -180,8 +180,8 @@ impl FromStr for Route {
                     return Err(RouteError::new(RoutePart::Transport, "is given twice"));
                 }
                 route.transport = Some(match value.to_ascii_lowercase().as_str() {
-                    "udp" => RouteTransport::Udp,
-                    "tcp" => RouteTransport::Tcp,
+                    "udp" => Transport::Udp,
+                    "tcp" => Transport::Tcp,
                     _ => {
                         return Err(RouteError::new(
                             RoutePart::Transport,
@@ -255,7 +255,7 @@ mod tests {
         let r = route("sip.example.com");
         assert_eq!(r.target.host, domain("sip.example.com"));
         assert_eq!(r.target_port(), 5060);
-        assert_eq!(r.transport(), RouteTransport::Udp);
+        assert_eq!(r.transport(), Transport::Udp);
         assert_eq!(r.next_hop(), (&domain("sip.example.com"), 5060));
     }
 
@@ -264,7 +264,7 @@ mod tests {
     fn seed_001_example_2_port_and_transport() {
         let r = route("sip.example.com:6000;transport=tcp");
         assert_eq!(r.target_port(), 6000);
-        assert_eq!(r.transport(), RouteTransport::Tcp);
+        assert_eq!(r.transport(), Transport::Tcp);
         assert_eq!(r.proxy, None);
     }
 
@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn seed_001_example_3_proxy_with_default_port() {
         let r = route("sip.example.com;proxyAddress=proxy.example.com");
-        assert_eq!(r.transport(), RouteTransport::Udp);
+        assert_eq!(r.transport(), Transport::Udp);
         assert_eq!(r.next_hop(), (&domain("proxy.example.com"), 5060));
         assert_eq!(
             r.target.host,
@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn seed_001_example_4_proxy_port_and_tcp() {
         let r = route("sip.example.com;transport=tcp;proxyAddress=proxy.example.com:6000");
-        assert_eq!(r.transport(), RouteTransport::Tcp);
+        assert_eq!(r.transport(), Transport::Tcp);
         assert_eq!(r.target_port(), 5060);
         assert_eq!(r.next_hop(), (&domain("proxy.example.com"), 6000));
     }
@@ -307,7 +307,7 @@ mod tests {
     #[test]
     fn parameters_in_either_order_and_any_case() {
         let r = route("h.example;ProxyAddress=p.example;TRANSPORT=TCP");
-        assert_eq!(r.transport(), RouteTransport::Tcp);
+        assert_eq!(r.transport(), Transport::Tcp);
         assert_eq!(
             r.to_string(),
             "h.example;transport=tcp;proxyAddress=p.example"

@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use policy::admission::{Agent, Tenant};
-use sip_ingress::admission::host::PolicyEngine;
 use sip_ingress::admission::live::LivePolicy;
 use sip_ingress::admission::oracle::NativeRules;
-use sip_ingress::admission::{Admit, Facts, Text, Transport, Verdict};
+use sip_ingress::admission::wasm::PolicyEngine;
+use sip_ingress::admission::{Admit, Facts, Text, Verdict};
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
+use sip_ingress::sip::Transport;
 use tokio::sync::watch;
 
 const TENANTS: u32 = 1_000;
@@ -43,12 +44,12 @@ fn tenant_network(t: u32, c: u32) -> String {
 
 fn world() -> Config {
     let mut config = Config::parse(DEMO).expect("demo configuration");
-    config.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
-    config.policy.cache_dir = None;
-    config.policy.limits.memory_bytes = 512 << 20;
+    config.admission.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
+    config.admission.policy.cache_dir = None;
+    config.admission.policy.limits.memory_bytes = 512 << 20;
     // Smoke runs are debug builds on a busy machine; the deadline (wall-clock) is not measured.
-    config.policy.limits.deadline = Duration::from_millis(500);
-    config.tenants = (0..TENANTS)
+    config.admission.policy.limits.deadline = Duration::from_millis(500);
+    config.admission.tenants = (0..TENANTS)
         .map(|t| Tenant {
             id: format!("tenant{t}"),
             access: (0..CIDRS_PER_TENANT)
@@ -177,13 +178,14 @@ fn demo_world(
     calls: usize,
 ) -> (Duration, Duration) {
     let mut config = Config::parse(DEMO).expect("demo configuration");
-    config.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
-    config.policy.cache_dir = None;
-    config.policy.limits.deadline = Duration::from_millis(500);
-    let generation = sip_ingress::reload::build(engine, &config).expect("the policy loads");
+    config.admission.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
+    config.admission.policy.cache_dir = None;
+    config.admission.policy.limits.deadline = Duration::from_millis(500);
+    let generation =
+        sip_ingress::reload::build(engine, &config.admission).expect("the policy loads");
     let (_publish, updates) = watch::channel(Arc::new(generation));
     let mut wasm = LivePolicy::new(updates, Arc::new(Metrics::default()));
-    let mut native = NativeRules::new(&config).expect("native rules");
+    let mut native = NativeRules::new(&config.admission).expect("native rules");
     let text = Text {
         request_uri: "sip:sales@127.0.0.1:5060",
         request_user: "sales",
@@ -218,10 +220,11 @@ fn demo_world(
 fn main() {
     let (seconds, smoke) = trunkguard::bench_seconds();
     let config = world();
-    let mut native = NativeRules::new(&config).expect("native rules");
+    let mut native = NativeRules::new(&config.admission).expect("native rules");
     let engine = PolicyEngine::new(None).expect("engine");
     let loading = Instant::now();
-    let generation = sip_ingress::reload::build(&engine, &config).expect("the policy loads");
+    let generation =
+        sip_ingress::reload::build(&engine, &config.admission).expect("the policy loads");
     println!(
         "world: {TENANTS} tenants, {} CIDR entries, {} agents; compiled and loaded in wasmtime in {:.2?}",
         TENANTS * CIDRS_PER_TENANT,

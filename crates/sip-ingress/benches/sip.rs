@@ -22,6 +22,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use trunkguard::process::{Guarded, tree_cpu_time, wait_until};
+use trunkguard::sip_world::{demo_tenants, tenants_toml};
 
 /// The core the proxy runs on, and the one SIPp runs on.
 const PROXY_CORE: &str = "1";
@@ -136,36 +137,11 @@ burst = 100000
 module = "{module}"
 cache_dir = "{cache}"
 
-[[tenants]]
-id = "demo"
-access = ["127.0.0.1/32", "::1/128"]
-
-[[tenants.agents]]
-id = "sales"
-username = "sales"
-number = "+15550100001"
-uri = "sip:sales@127.0.0.1:{agent_port}"
-dest_user = "sales.desk"
-
-[[tenants.agents]]
-id = "support"
-username = "support"
-number = "+15550100002"
-uri = "sip:support@127.0.0.1:{agent_port}"
-route = "127.0.0.1:{agent_port};transport=udp;proxyAddress=127.0.0.1:{proxy_port}"
-
-[[tenants]]
-id = "acme"
-access = ["127.0.0.4/32"]
-
-[[tenants.agents]]
-id = "acme-bot"
-number = "+15550100003"
-uri = "sip:acme-bot@127.0.0.1:{agent_port}"
+{tenants}
 "#,
         module = module.display(),
         cache = dir.join("policy-cache").display(),
-        proxy_port = agent_port + 1,
+        tenants = tenants_toml(&demo_tenants(agent_port, agent_port + 1)),
     )
 }
 

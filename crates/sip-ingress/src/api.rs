@@ -25,6 +25,8 @@
 //! RFC 9457 documents, so the API is safe when called without the edge too. A write returns once
 //! it is durable and in force: the next INVITE is decided with it.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -41,6 +43,20 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{AccessRecord, RouteRecord, Store};
+
+/// Where agents registered through the API are reached, unless `[api] agent_gateway` says.
+pub const DEFAULT_GATEWAY: &str = "sip:{username}@127.0.0.1:5090";
+
+/// The control-plane API (`[api]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Where it listens: loopback only, behind the edge.
+    pub listen: SocketAddr,
+    /// The SQLite database.
+    pub database: PathBuf,
+    /// The agent URI of agents registered through the API, `{username}` standing for theirs.
+    pub agent_gateway: String,
+}
 
 /// The header naming the tenant, set by the edge.
 const TENANT: &str = "x-tenant-id";

@@ -10,12 +10,14 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use policy::Host;
 use policy::admission::{Agent, DeniedSource, Tenant, World};
-use policy::{AccessList, Host};
 use serde::Deserialize;
 
-use crate::admission::host::{Limits, MAX_MEMORY_BYTES, wit};
+use crate::admission::config::{AdmissionConfig, PolicyConfig, RawPolicy};
+use crate::api::{ApiConfig, DEFAULT_GATEWAY};
 use crate::proxy::{DEFAULT_TIMER_C, Timers};
+use crate::transport::TransportConfig;
 
 /// The demo world's configuration text.
 pub const DEMO: &str = include_str!("demo.toml");
@@ -50,39 +52,8 @@ struct RawApi {
     agent_gateway: String,
 }
 
-/// Where agents registered through the API are reached, unless `[api] agent_gateway` says.
-pub const DEFAULT_GATEWAY: &str = "sip:{username}@127.0.0.1:5090";
-
 fn default_gateway() -> String {
     DEFAULT_GATEWAY.to_owned()
-}
-
-/// The admission policy module and how it runs.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawPolicy {
-    module: Option<PathBuf>,
-    deadline_ms: u64,
-    memory_limit_mib: usize,
-    failure_status: u16,
-    headers: Vec<String>,
-    settings: BTreeMap<String, String>,
-    cache_dir: Option<PathBuf>,
-}
-
-impl Default for RawPolicy {
-    fn default() -> Self {
-        let limits = Limits::default();
-        Self {
-            module: None,
-            deadline_ms: limits.deadline.as_millis() as u64,
-            memory_limit_mib: limits.memory_bytes >> 20,
-            failure_status: 503,
-            headers: Vec::new(),
-            settings: BTreeMap::new(),
-            cache_dir: None,
-        }
-    }
 }
 
 /// Where Prometheus text is served (`GET /metrics`); nowhere when absent.
@@ -181,84 +152,23 @@ struct RawAgent {
     route: Option<String>,
 }
 
-/// A checked configuration.
+/// A checked configuration: each module's own settings, composed.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// UDP addresses to listen on.
-    pub udp: Vec<SocketAddr>,
-    /// TCP addresses to listen on; each is also a UDP address, whose proxy it shares.
-    pub tcp: Vec<SocketAddr>,
-    /// How long a TCP connection may stay silent before it is closed.
-    pub tcp_idle: std::time::Duration,
-    /// The most TCP connections one source address may hold.
-    pub tcp_connections_per_source: usize,
+    /// Where the ingress listens and how it reaches agents (`[sip]`).
+    pub transport: TransportConfig,
     /// RFC 3261 T1 (a forwarded INVITE is sent again after T1, 2xT1, 4xT1... until the agent
     /// answers, and the caller gets 408 after 64xT1 of silence) and Timer C (how long an agent
     /// may ring before it is sent a CANCEL).
     pub timers: Timers,
-    /// Addresses of agents' host names, in order, used instead of the system resolver (like
-    /// `/etc/hosts`, for this ingress only), by lower-case name.
-    pub hosts: BTreeMap<String, Vec<IpAddr>>,
-    /// Tenants, agents and access lists.
-    pub tenants: Vec<Tenant>,
-    /// What sources outside the called tenant's list get.
-    pub denied: DeniedSource,
-    /// The admission policy.
-    pub policy: PolicyConfig,
+    /// The tenants and the admission policy (`[admission]`, `[policy]`, `[[tenants]]`).
+    pub admission: AdmissionConfig,
     /// The per-source flood limit.
     pub flood: governor::Quota,
     /// Where `/metrics` is served, if anywhere.
     pub metrics: Option<SocketAddr>,
     /// The control-plane API, if served.
     pub api: Option<ApiConfig>,
-}
-
-/// The control-plane API (`[api]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiConfig {
-    /// Where it listens: loopback only, behind the edge.
-    pub listen: SocketAddr,
-    /// The SQLite database.
-    pub database: PathBuf,
-    /// The agent URI of agents registered through the API, `{username}` standing for theirs.
-    pub agent_gateway: String,
-}
-
-/// The admission policy and how it runs (`[policy]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyConfig {
-    /// The policy module; [`default_module`] when not configured.
-    pub module: PathBuf,
-    /// The deadline of one decision and the memory an instance may use.
-    pub limits: Limits,
-    /// What a caller gets when the policy fails: 500 or 503.
-    pub failure_status: u16,
-    /// The header fields passed to the policy with each INVITE.
-    pub headers: Vec<String>,
-    /// Free-form settings passed to the policy.
-    pub settings: Vec<(String, String)>,
-    /// Where compiled modules are cached; nowhere when `None`.
-    pub cache_dir: Option<PathBuf>,
-}
-
-/// Where the default policy is when none is configured: `target/wasm/ingress_policy.wasm` of
-/// the build the executable comes from (`target/<profile>/sip-ingress`), as `cargo xtask wasm`
-/// puts it there.
-pub fn default_module() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let build = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."));
-    build.join("wasm").join("ingress_policy.wasm")
-}
-
-/// The per-user cache directory for compiled policies (`$XDG_CACHE_HOME` or `~/.cache`).
-fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
-    Some(base.join("trunkguard").join("policy"))
 }
 
 /// Why a configuration is refused: every problem, each naming its key.
@@ -339,7 +249,7 @@ impl Config {
                 None
             }
         };
-        let policy = check_policy(raw.policy, &mut problems);
+        let policy = PolicyConfig::check(raw.policy, &mut problems);
         if let Some(api) = &raw.api
             && !(api.agent_gateway.starts_with("sip:{username}@")
                 && crate::sip::uri::host_port(&api.agent_gateway).is_some())
@@ -392,18 +302,22 @@ impl Config {
         World::new(tenants.clone(), denied)
             .map_err(|e| ConfigError(vec![format!("tenants: {e}")]))?;
         Ok(Config {
-            udp: raw.sip.udp,
-            tcp: raw.sip.tcp,
-            tcp_idle: std::time::Duration::from_secs(raw.sip.tcp_idle_seconds),
+            transport: TransportConfig {
+                udp: raw.sip.udp,
+                tcp: raw.sip.tcp,
+                tcp_idle: Duration::from_secs(raw.sip.tcp_idle_seconds),
+                tcp_connections_per_source: raw.sip.tcp_connections_per_source,
+                hosts,
+            },
             timers: Timers {
                 t1: Duration::from_millis(raw.sip.t1_ms),
                 timer_c: Duration::from_secs(raw.sip.timer_c_seconds),
             },
-            hosts,
-            tcp_connections_per_source: raw.sip.tcp_connections_per_source,
-            tenants,
-            denied,
-            policy,
+            admission: AdmissionConfig {
+                tenants,
+                denied,
+                policy,
+            },
             flood: flood.ok_or_else(|| ConfigError(vec!["flood: invalid".to_owned()]))?,
             metrics: raw.metrics.listen,
             api: raw.api.map(|api| ApiConfig {
@@ -423,56 +337,13 @@ impl Config {
             .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
         let mut config = Self::parse(&text)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        config.policy.module = base.join(&config.policy.module);
-        config.policy.cache_dir = config.policy.cache_dir.map(|dir| base.join(dir));
+        let policy = &mut config.admission.policy;
+        policy.module = base.join(&policy.module);
+        policy.cache_dir = policy.cache_dir.take().map(|dir| base.join(dir));
         if let Some(api) = &mut config.api {
             api.database = base.join(&api.database);
         }
         Ok(config)
-    }
-
-    /// The configuration as a policy sees it.
-    pub fn snapshot(&self) -> wit::Snapshot {
-        crate::admission::snapshot(&self.tenants, self.denied, &self.policy.settings)
-    }
-
-    /// Every source some tenant allows.
-    pub fn known_sources(&self) -> AccessList {
-        AccessList::new(self.tenants.iter().flat_map(|t| t.access.iter()))
-    }
-}
-
-fn check_policy(raw: RawPolicy, problems: &mut Vec<String>) -> PolicyConfig {
-    if !(1..=1000).contains(&raw.deadline_ms) {
-        problems.push("policy.deadline_ms: must be 1 to 1000".to_owned());
-    }
-    if !(1..=MAX_MEMORY_BYTES >> 20).contains(&raw.memory_limit_mib) {
-        problems.push("policy.memory_limit_mib: must be 1 to 4096".to_owned());
-    }
-    if ![500, 503].contains(&raw.failure_status) {
-        problems.push("policy.failure_status: must be 500 or 503".to_owned());
-    }
-    for (i, name) in raw.headers.iter().enumerate() {
-        if name.is_empty() || !name.bytes().all(crate::sip::head::is_token_char) {
-            problems.push(format!(
-                "policy.headers[{i}]: {name:?} is not a header name"
-            ));
-        }
-    }
-    PolicyConfig {
-        module: raw.module.unwrap_or_else(default_module),
-        limits: Limits {
-            deadline: Duration::from_millis(raw.deadline_ms),
-            memory_bytes: raw.memory_limit_mib << 20,
-        },
-        failure_status: raw.failure_status,
-        headers: raw
-            .headers
-            .iter()
-            .map(|name| crate::sip::head::canonical_name(name))
-            .collect(),
-        settings: raw.settings.into_iter().collect(),
-        cache_dir: raw.cache_dir.or_else(default_cache_dir),
     }
 }
 
@@ -530,13 +401,16 @@ mod tests {
     fn the_demo_world_loads() {
         let config = Config::parse(DEMO).expect("demo is valid");
         assert_eq!(
-            config.udp,
+            config.transport.udp,
             ["127.0.0.1:5060".parse::<SocketAddr>().expect("addr")]
         );
-        assert_eq!(config.tenants.len(), 2);
-        assert_eq!(config.tenants[0].agents.len(), 2);
-        assert_eq!(config.policy.failure_status, 503);
-        assert_eq!(config.policy.limits, Limits::default());
+        assert_eq!(config.admission.tenants.len(), 2);
+        assert_eq!(config.admission.tenants[0].agents.len(), 2);
+        assert_eq!(config.admission.policy.failure_status, 503);
+        assert_eq!(
+            config.admission.policy.limits,
+            crate::admission::wasm::Limits::default()
+        );
     }
 
     #[test]
@@ -586,7 +460,10 @@ mod tests {
             "192.0.2.7".parse().expect("ip"),
             "2001:db8::7".parse().expect("ip"),
         ];
-        assert_eq!(config.hosts.get("agents.example"), Some(&expected));
+        assert_eq!(
+            config.transport.hosts.get("agents.example"),
+            Some(&expected)
+        );
         for (entry, named) in [
             ("\"agents.example\" = []", "needs at least one address"),
             (

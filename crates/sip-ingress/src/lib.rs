@@ -5,10 +5,11 @@
 //! * [`policy_cases`]: `sip-ingress policy test`, a policy run against a case file.
 //! * [`config`]: the TOML configuration, with the demo world embedded.
 //! * [`proxy`]: the proxy core: admission, forwarding, dialogs, responses, without sockets.
-//! * [`metrics`]: counters and gauges, exposed as Prometheus text.
+//! * [`transport`]: the sockets around the proxy cores: UDP, TCP, name lookups.
+//! * [`report`]: what the proxy did, as logs and metrics.
+//! * [`metrics`]: the registry of counters and gauges, exposed as Prometheus text.
 //! * [`api`]: the control-plane API (axum), tenant-scoped by `x-tenant-id`.
 //! * [`store`]: the control-plane store (SQLite): what tenants configure through the API.
-//! * [`tcp`]: SIP over TCP connections, feeding the proxy core of their listening address.
 //! * [`sip`]: SIP messages as received: framing by Content-Length, a normalising header layer
 //!   (compact names, folded lines, white space around `:`) that keeps every header's place in the
 //!   received bytes, and the stateless checks a proxy makes before it routes anything (RFC 3261
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod policy_cases;
 pub mod proxy;
 pub mod reload;
+pub mod report;
 pub mod sip;
 pub mod store;
-pub mod tcp;
+pub mod transport;

@@ -1,4 +1,5 @@
-//! The ingress's counters and gauges, exposed as Prometheus text (`GET /metrics`).
+//! The ingress's counters and gauges, exposed as Prometheus text (`GET /metrics`): a registry
+//! of the families and their series. What each proxy event counts as is `crate::report`'s.
 //!
 //! Every label value comes from a bounded set (transports, status codes the ingress sends,
 //! socket addresses it listens on, failure kinds), so the number of series is bounded. Refusal
@@ -8,8 +9,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Mutex, MutexGuard};
-
-use crate::proxy::Event;
 
 /// One metric family: its type and help text.
 const FAMILIES: [(&str, &str, &str); 15] = [
@@ -130,74 +129,23 @@ impl Metrics {
         );
     }
 
-    /// Counts what the proxy did with a message.
-    pub fn event(&self, event: &Event) {
-        match event {
-            Event::Admitted => self.add(
-                "sip_ingress_admission_total",
-                "decision=\"forward\",reason=\"admitted\"".to_owned(),
-            ),
-            Event::Refused(reason) => {
-                let mut series = self.series();
-                let refusals = series.entry("sip_ingress_admission_total").or_default();
-                let labels = format!("decision=\"refuse\",reason=\"{reason}\"");
-                let labels =
-                    if refusals.contains_key(&labels) || refusals.len() < MAX_REFUSAL_REASONS {
-                        labels
-                    } else {
-                        "decision=\"refuse\",reason=\"other\"".to_owned()
-                    };
-                *refusals.entry(labels).or_default() += 1;
-            }
-            Event::Answered(code) => {
-                self.add("sip_ingress_answers_total", format!("code=\"{code}\""));
-            }
-            Event::Retransmission => {
-                self.add(
-                    "sip_ingress_relayed_total",
-                    "kind=\"retransmission\"".to_owned(),
-                );
-            }
-            Event::Relayed => self.add("sip_ingress_relayed_total", "kind=\"request\"".to_owned()),
-            Event::ResponseRelayed => {
-                self.add("sip_ingress_relayed_total", "kind=\"response\"".to_owned());
-            }
-            Event::ResponseAbsorbed => {
-                self.add("sip_ingress_responses_absorbed_total", String::new());
-            }
-            Event::Dropped => self.add("sip_ingress_dropped_total", String::new()),
-            Event::AwaitingName => {
-                self.add("sip_ingress_invites_awaiting_name_total", String::new())
-            }
-            Event::Retransmitted => self.add(
-                "sip_ingress_invite_timers_total",
-                "timer=\"A\",action=\"retransmitted\"".to_owned(),
-            ),
-            Event::TimedOut(code) => self.add(
-                "sip_ingress_invite_timers_total",
-                format!("timer=\"B\",action=\"answered_{code}\""),
-            ),
-            Event::CancelRetransmitted => self.add(
-                "sip_ingress_invite_timers_total",
-                "timer=\"E\",action=\"cancel_retransmitted\"".to_owned(),
-            ),
-            Event::RangTooLong => self.add(
-                "sip_ingress_invite_timers_total",
-                "timer=\"C\",action=\"cancelled\"".to_owned(),
-            ),
-            Event::CancelUnanswered(code) => self.add(
-                "sip_ingress_invite_timers_total",
-                format!("timer=\"cancel\",action=\"answered_{code}\""),
-            ),
-            Event::Undeliverable(code) => self.add(
-                "sip_ingress_invite_send_failures_total",
-                format!("action=\"answered_{code}\""),
-            ),
-            Event::NextAddress(after) => self.add(
-                "sip_ingress_invite_next_address_total",
-                format!("after=\"{}\"", after.label()),
-            ),
-        }
+    /// Adds one to the series of `family` with `labels` (rendered, `name="value",...`).
+    pub fn count(&self, family: &'static str, labels: String) {
+        self.add(family, labels);
+    }
+
+    /// Counts an initial INVITE refused for `reason`: beyond [`MAX_REFUSAL_REASONS`] distinct
+    /// reasons, the rest count as `other`.
+    pub fn count_refusal(&self, reason: &str) {
+        let mut series = self.series();
+        let refusals = series.entry("sip_ingress_admission_total").or_default();
+        let labels = format!("decision=\"refuse\",reason=\"{reason}\"");
+        let labels = if refusals.contains_key(&labels) || refusals.len() < MAX_REFUSAL_REASONS {
+            labels
+        } else {
+            "decision=\"refuse\",reason=\"other\"".to_owned()
+        };
+        *refusals.entry(labels).or_default() += 1;
     }
 
     /// Records the policy module in force (replacing the previous one).
@@ -253,27 +201,13 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::Failover;
 
     #[test]
-    fn events_become_labelled_series() {
+    fn series_render_with_their_family_and_only_the_policy_in_force() {
         let metrics = Metrics::default();
         metrics.message("udp");
         metrics.message("udp");
-        metrics.event(&Event::Admitted);
-        metrics.event(&Event::Refused("from_not_e164".into()));
-        metrics.event(&Event::Answered(404));
-        metrics.event(&Event::Dropped);
-        metrics.event(&Event::ResponseAbsorbed);
-        metrics.event(&Event::Retransmitted);
-        metrics.event(&Event::TimedOut(408));
-        metrics.event(&Event::RangTooLong);
-        metrics.event(&Event::CancelRetransmitted);
-        metrics.event(&Event::CancelUnanswered(487));
-        metrics.event(&Event::Undeliverable(500));
-        metrics.event(&Event::NextAddress(Failover::TransportError));
-        metrics.event(&Event::NextAddress(Failover::Unavailable));
-        metrics.event(&Event::AwaitingName);
+        metrics.count("sip_ingress_dropped_total", String::new());
         metrics.policy_in_force("ab12");
         metrics.policy_in_force("cd34");
         metrics.policy_failure("deadline");
@@ -282,20 +216,7 @@ mod tests {
         for line in [
             "# TYPE sip_ingress_messages_total counter",
             "sip_ingress_messages_total{transport=\"udp\"} 2",
-            "sip_ingress_admission_total{decision=\"forward\",reason=\"admitted\"} 1",
-            "sip_ingress_admission_total{decision=\"refuse\",reason=\"from_not_e164\"} 1",
-            "sip_ingress_invite_timers_total{timer=\"A\",action=\"retransmitted\"} 1",
-            "sip_ingress_invite_timers_total{timer=\"B\",action=\"answered_408\"} 1",
-            "sip_ingress_invite_timers_total{timer=\"C\",action=\"cancelled\"} 1",
-            "sip_ingress_invite_timers_total{timer=\"E\",action=\"cancel_retransmitted\"} 1",
-            "sip_ingress_invite_timers_total{timer=\"cancel\",action=\"answered_487\"} 1",
-            "sip_ingress_invite_send_failures_total{action=\"answered_500\"} 1",
-            "sip_ingress_invite_next_address_total{after=\"transport_error\"} 1",
-            "sip_ingress_invite_next_address_total{after=\"503\"} 1",
-            "sip_ingress_invites_awaiting_name_total 1",
-            "sip_ingress_answers_total{code=\"404\"} 1",
             "sip_ingress_dropped_total 1",
-            "sip_ingress_responses_absorbed_total 1",
             "sip_ingress_policy_info{sha256=\"cd34\"} 1",
             "sip_ingress_policy_failures_total{kind=\"deadline\"} 1",
             "sip_ingress_dialogs{socket=\"127.0.0.1:5060\"} 3",
@@ -313,7 +234,7 @@ mod tests {
     fn refusal_reasons_are_bounded() {
         let metrics = Metrics::default();
         for n in 0..MAX_REFUSAL_REASONS + 10 {
-            metrics.event(&Event::Refused(format!("reason_{n}").into()));
+            metrics.count_refusal(&format!("reason_{n}"));
         }
         let text = metrics.render();
         let series = text

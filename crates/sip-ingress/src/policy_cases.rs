@@ -25,8 +25,9 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::admission::live::{Generation, LivePolicy};
-use crate::admission::{self, Admit, Facts, Text, Transport, Verdict};
+use crate::admission::{self, Admit, Facts, Text, Verdict};
 use crate::metrics::Metrics;
+use crate::sip::Transport;
 use crate::sip::head::canonical_name;
 use crate::sip::uri;
 
@@ -160,9 +161,9 @@ fn check(case: &Case, expected: &Expected, verdict: &Verdict) -> Result<(), Stri
 }
 
 fn facts(case: &Case) -> Facts {
-    let (from_user, from_display_name) = admission::party(&case.from);
+    let (from_user, from_display_name) = uri::party(&case.from);
     let to = case.to.as_deref().unwrap_or(&case.request_uri);
-    let (to_user, to_display_name) = admission::party(to);
+    let (to_user, to_display_name) = uri::party(to);
     let text = Text {
         request_uri: &case.request_uri,
         request_user: uri::user(&case.request_uri).unwrap_or_default(),

@@ -16,10 +16,11 @@ use tokio::sync::watch;
 
 use tokio::sync::mpsc;
 
-use crate::admission::host::PolicyEngine;
+use crate::admission::config::AdmissionConfig;
 use crate::admission::live::Generation;
-use crate::api::Apply;
-use crate::config::{Config, DEFAULT_GATEWAY};
+use crate::admission::wasm::PolicyEngine;
+use crate::api::{Apply, DEFAULT_GATEWAY};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -27,7 +28,7 @@ use crate::store::Store;
 const POLL: Duration = Duration::from_secs(1);
 
 /// Builds the generation for `config`: its policy module compiled, its snapshot loaded.
-pub fn build(engine: &PolicyEngine, config: &Config) -> Result<Generation, String> {
+pub fn build(engine: &PolicyEngine, config: &AdmissionConfig) -> Result<Generation, String> {
     let path = &config.policy.module;
     let module = std::fs::read(path).map_err(|e| {
         format!(
@@ -57,11 +58,11 @@ pub fn build_with_store(
                 .as_ref()
                 .map_or(DEFAULT_GATEWAY, |api| api.agent_gateway.as_str());
             store
-                .merge_into(&mut effective.tenants, gateway)
+                .merge_into(&mut effective.admission.tenants, gateway)
                 .map_err(|e| e.to_string())?;
-            build(engine, &effective)
+            build(engine, &effective.admission)
         }
-        None => build(engine, config),
+        None => build(engine, &config.admission),
     }
 }
 
@@ -76,16 +77,8 @@ fn stamp(path: &Path) -> Stamp {
 /// The settings a reload cannot change.
 fn fixed(config: &Config) -> String {
     format!(
-        "{:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {:?}",
-        config.udp,
-        config.tcp,
-        config.tcp_idle,
-        config.tcp_connections_per_source,
-        config.timers,
-        config.hosts,
-        config.flood,
-        config.metrics,
-        config.api
+        "{:?} {:?} {:?} {:?} {:?}",
+        config.transport, config.timers, config.flood, config.metrics, config.api
     )
 }
 
@@ -131,7 +124,7 @@ impl Reloader {
     fn stamps(&self) -> (Stamp, Stamp) {
         (
             self.config_path.as_deref().and_then(stamp),
-            stamp(&self.config.policy.module),
+            stamp(&self.config.admission.policy.module),
         )
     }
 
@@ -165,7 +158,7 @@ impl Reloader {
             seen = self.stamps();
             self = self.reload(cause).await;
             // The module path may have changed with the configuration.
-            seen = (seen.0, stamp(&self.config.policy.module));
+            seen = (seen.0, stamp(&self.config.admission.policy.module));
         }
     }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use trunkguard::process::{Guarded, wait_until};
+use trunkguard::sip_world::{Agent, Tenant, tenants_toml};
 
 struct Ingress {
     sip: SocketAddr,
@@ -19,10 +20,7 @@ struct Ingress {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trunkguard-api-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    trunkguard::sip_world::scratch("api", name)
 }
 
 fn start(dir: &Path, sip_port: u16, api_port: u16) -> Ingress {
@@ -31,6 +29,11 @@ fn start(dir: &Path, sip_port: u16, api_port: u16) -> Ingress {
 
 /// The ingress, with agents registered through the API reached at 127.0.0.1:`gateway_port`.
 fn start_with_gateway(dir: &Path, sip_port: u16, api_port: u16, gateway_port: u16) -> Ingress {
+    let tenants = tenants_toml(&[
+        Tenant::new("demo", &["127.0.0.1/32"])
+            .agent(Agent::named("sales", "sip:sales@127.0.0.1:9")),
+        Tenant::new("acme", &["127.0.0.4/32"]),
+    ]);
     let config = format!(
         r#"
 [sip]
@@ -45,18 +48,7 @@ listen = "127.0.0.1:{api_port}"
 database = "trunkguard.db"
 agent_gateway = "sip:{{username}}@127.0.0.1:{gateway_port}"
 
-[[tenants]]
-id = "demo"
-access = ["127.0.0.1/32"]
-
-[[tenants.agents]]
-id = "sales"
-username = "sales"
-uri = "sip:sales@127.0.0.1:9"
-
-[[tenants]]
-id = "acme"
-access = ["127.0.0.4/32"]
+{tenants}
 "#
     );
     let path = dir.join("ingress.toml");

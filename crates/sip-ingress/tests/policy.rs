@@ -10,28 +10,29 @@ use std::process::Command;
 use std::sync::Arc;
 
 use policy::admission::DeniedSource;
-use sip_ingress::admission::host::{PolicyEngine, PolicyError};
+use sip_ingress::admission::config::AdmissionConfig;
 use sip_ingress::admission::live::{Generation, LivePolicy, POLICY_FAILURE};
 use sip_ingress::admission::oracle::NativeRules;
-use sip_ingress::admission::{Admit, Facts, Text, Transport, Verdict};
+use sip_ingress::admission::wasm::{PolicyEngine, PolicyError};
+use sip_ingress::admission::{Admit, Facts, Text, Verdict};
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
 use sip_ingress::reload;
+use sip_ingress::sip::Transport;
 use tokio::sync::watch;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trunkguard-policy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    trunkguard::sip_world::scratch("policy", name)
 }
 
 /// The deadline of tests that are not about deadlines: it is wall-clock time, and a debug build
 /// on a loaded 2-core machine can be descheduled for longer than the default 5 ms.
 const ROOMY_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
 
-fn config(extra: &str, module: &str) -> Config {
-    let mut config = Config::parse(&format!("{DEMO}\n{extra}")).expect("valid configuration");
+fn config(extra: &str, module: &str) -> AdmissionConfig {
+    let mut config = Config::parse(&format!("{DEMO}\n{extra}"))
+        .expect("valid configuration")
+        .admission;
     if !extra.contains("deadline_ms") {
         config.policy.limits.deadline = ROOMY_DEADLINE;
     }
@@ -40,7 +41,7 @@ fn config(extra: &str, module: &str) -> Config {
     config
 }
 
-fn live(config: &Config) -> (LivePolicy, Arc<Metrics>) {
+fn live(config: &AdmissionConfig) -> (LivePolicy, Arc<Metrics>) {
     let engine = PolicyEngine::new(None).expect("engine");
     let generation = reload::build(&engine, config).expect("the policy loads");
     let metrics = Arc::new(Metrics::default());
@@ -165,7 +166,9 @@ fn a_larger_generated_world_decides_as_the_native_rules() {
             }
         }
     }
-    let mut config = Config::parse(&text).expect("generated configuration");
+    let mut config = Config::parse(&text)
+        .expect("generated configuration")
+        .admission;
     config.policy.limits.deadline = ROOMY_DEADLINE;
     config.policy.module = trunkguard::wasm_artifact("ingress_policy.wasm");
     config.policy.cache_dir = None;

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use governor::Quota;
 use proptest::prelude::*;
-use sip_ingress::admission::Transport;
 use sip_ingress::admission::oracle::NativeRules;
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::proxy::{Outgoing, Proxy, Timers};
+use sip_ingress::sip::Transport;
 use sip_ingress::sip::check::{BROADCAST_NEXT_VIA, Verdict, classify_datagram};
 use sip_ingress::sip::frame::frame_datagram;
 
@@ -214,7 +214,7 @@ fn ingress() -> SocketAddr {
 
 fn proxy() -> Proxy {
     let config = Config::parse(&world()).expect("the test world is valid");
-    let rules = NativeRules::new(&config).expect("rules");
+    let rules = NativeRules::new(&config.admission).expect("rules");
     let unlimited = NonZeroU32::new(1_000_000).expect("non-zero");
     Proxy::new(
         Box::new(rules),

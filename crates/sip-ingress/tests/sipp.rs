@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use trunkguard::process::{Guarded, wait_until};
+use trunkguard::sip_world::{Agent, demo_tenants, tenants_toml};
 
 const CALLER: &str = "+15551230000";
 
@@ -32,9 +33,7 @@ fn world_pid(world: &World) -> u32 {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trunkguard-sip-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    trunkguard::sip_world::scratch("sip", name)
 }
 
 /// The demo world of issue 4 on free ports, served by the real binary.
@@ -65,6 +64,28 @@ fn start_world(name: &str, sip_extra: &str, extra: &str) -> World {
         trunkguard::free_udp_port(),
         trunkguard::free_udp_port(),
     );
+    // Beside the demo's agents: one over TCP, one at a name the system resolves, two at names
+    // `[sip.hosts]` gives several addresses, and one at a name that does not resolve.
+    let extra_agents = [
+        (
+            "tcpdesk",
+            format!("127.0.0.1:{tcp_agent_port};transport=tcp"),
+        ),
+        ("namedesk", format!("localhost:{agent_port}")),
+        (
+            "pooldesk",
+            format!("agent-pool:{tcp_agent_port};transport=tcp"),
+        ),
+        ("pairdesk", format!("agent-pair:{agent_port}")),
+        ("lostdesk", format!("agent.invalid:{agent_port}")),
+    ];
+    let mut tenants = demo_tenants(agent_port, proxy_port);
+    tenants[0] = extra_agents
+        .iter()
+        .fold(tenants[0].clone(), |demo, (id, hop)| {
+            demo.agent(Agent::named(id, &format!("sip:{id}@{hop}")))
+        });
+    let tenants = tenants_toml(&tenants);
     let config = format!(
         r#"
 [sip]
@@ -83,57 +104,7 @@ listen = "127.0.0.1:{metrics_port}"
 
 {extra}
 
-[[tenants]]
-id = "demo"
-access = ["127.0.0.1/32", "::1/128"]
-
-[[tenants.agents]]
-id = "sales"
-username = "sales"
-number = "+15550100001"
-uri = "sip:sales@127.0.0.1:{agent_port}"
-dest_user = "sales.desk"
-
-[[tenants.agents]]
-id = "support"
-username = "support"
-number = "+15550100002"
-uri = "sip:support@127.0.0.1:{agent_port}"
-route = "127.0.0.1:{agent_port};transport=udp;proxyAddress=127.0.0.1:{proxy_port}"
-
-[[tenants.agents]]
-id = "tcpdesk"
-username = "tcpdesk"
-uri = "sip:tcpdesk@127.0.0.1:{tcp_agent_port};transport=tcp"
-
-[[tenants.agents]]
-id = "namedesk"
-username = "namedesk"
-uri = "sip:namedesk@localhost:{agent_port}"
-
-[[tenants.agents]]
-id = "pooldesk"
-username = "pooldesk"
-uri = "sip:pooldesk@agent-pool:{tcp_agent_port};transport=tcp"
-
-[[tenants.agents]]
-id = "pairdesk"
-username = "pairdesk"
-uri = "sip:pairdesk@agent-pair:{agent_port}"
-
-[[tenants.agents]]
-id = "lostdesk"
-username = "lostdesk"
-uri = "sip:lostdesk@agent.invalid:{agent_port}"
-
-[[tenants]]
-id = "acme"
-access = ["127.0.0.4/32"]
-
-[[tenants.agents]]
-id = "acme-bot"
-number = "+15550100003"
-uri = "sip:acme-bot@127.0.0.1:{agent_port}"
+{tenants}
 "#
     );
     let dir = scratch(name);

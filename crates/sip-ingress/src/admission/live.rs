@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use policy::AccessList;
 use tokio::sync::watch;
 
-use super::host::{CompiledPolicy, Limits, PolicyError, PolicyInstance, wit};
+use super::config::AdmissionConfig;
+use super::wasm::{CompiledPolicy, Limits, PolicyError, PolicyInstance, wit};
 use super::{Admit, Facts, Verdict};
-use crate::config::Config;
 use crate::metrics::Metrics;
 
 /// The reason label of a decision that failed closed.
@@ -35,7 +35,7 @@ pub struct Generation {
 
 impl Generation {
     /// Checks `config` against `policy` by loading its snapshot into a new instance.
-    pub fn new(policy: Arc<CompiledPolicy>, config: &Config) -> Result<Self, PolicyError> {
+    pub fn new(policy: Arc<CompiledPolicy>, config: &AdmissionConfig) -> Result<Self, PolicyError> {
         let snapshot = config.snapshot();
         let limits = config.policy.limits;
         let instance = policy.instantiate(&snapshot, limits)?;

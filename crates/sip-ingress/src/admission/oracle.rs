@@ -6,11 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use policy::admission::{Admission, Agent, Invite, World};
-use policy::{Host, RouteTransport};
 
-use super::{Admit, Facts, Forward, ForwardRef, NextHop, Transport, Verdict};
-use crate::config::Config;
-use crate::sip::uri;
+use super::config::AdmissionConfig;
+use super::{Admit, Facts, Forward, ForwardRef, NextHop, Verdict};
 
 /// The native rules over a configuration's tenants.
 pub struct NativeRules {
@@ -22,7 +20,7 @@ pub struct NativeRules {
 
 impl NativeRules {
     /// The rules of `config`.
-    pub fn new(config: &Config) -> Result<Self, String> {
+    pub fn new(config: &AdmissionConfig) -> Result<Self, String> {
         let world = World::new(config.tenants.clone(), config.denied).map_err(|e| e.to_string())?;
         let forwards = world
             .agents()
@@ -36,58 +34,14 @@ impl NativeRules {
     }
 }
 
-fn transport(route: RouteTransport) -> Transport {
-    match route {
-        RouteTransport::Udp => Transport::Udp,
-        RouteTransport::Tcp => Transport::Tcp,
-    }
-}
-
-fn hop_host(host: &Host) -> String {
-    match host {
-        Host::Ipv6(address) => address.to_string(),
-        other => other.to_string(),
-    }
-}
-
 fn forward(tenant: &str, agent: &Agent) -> Result<Forward, String> {
+    let hop = agent
+        .next_hop()
+        .map_err(|e| format!("tenant {tenant} {e}"))?;
     let mut headers = Vec::new();
-    let next_hop = match &agent.route {
-        Some(route) => {
-            let (host, port) = route.next_hop();
-            if let Some(proxy) = &route.proxy {
-                let tcp = if route.transport() == RouteTransport::Tcp {
-                    ";transport=tcp"
-                } else {
-                    ""
-                };
-                headers.push((
-                    "Route".to_owned(),
-                    format!("<sip:{}:{port}{tcp};lr>", proxy.host),
-                ));
-            }
-            NextHop {
-                host: hop_host(host),
-                port,
-                transport: transport(route.transport()),
-            }
-        }
-        None => {
-            let Some(target) = uri::host_port(&agent.uri) else {
-                return Err(format!(
-                    "tenant {tenant} agent {} uri {:?}: not a sip: URI with a host",
-                    agent.id, agent.uri
-                ));
-            };
-            let tcp =
-                uri::param(&agent.uri, "transport").is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-            NextHop {
-                host: hop_host(&target.host),
-                port: target.port_or(policy::route::DEFAULT_PORT),
-                transport: if tcp { Transport::Tcp } else { Transport::Udp },
-            }
-        }
-    };
+    if let Some(route) = hop.route {
+        headers.push(("Route".to_owned(), route));
+    }
     if let Some(user) = &agent.dest_user {
         headers.push(("X-Dest-User".to_owned(), user.as_str().to_owned()));
     }
@@ -95,7 +49,11 @@ fn forward(tenant: &str, agent: &Agent) -> Result<Forward, String> {
         tenant: tenant.to_owned(),
         agent_id: agent.id.clone(),
         agent_uri: agent.uri.clone(),
-        next_hop,
+        next_hop: NextHop {
+            host: hop.host,
+            port: hop.port,
+            transport: hop.transport,
+        },
         headers,
     })
 }

@@ -24,7 +24,8 @@ use std::net::IpAddr;
 use policy::HostPort;
 
 use super::frame::{Frame, FrameError, frame_datagram};
-use super::head::{self, Head};
+use super::head::{self, Head, split_list};
+use super::via::sent_by;
 
 /// The header fields that may appear at most once.
 const SINGLE_VALUED: [&str; 6] = [
@@ -311,40 +312,6 @@ fn check_cseq(head: &Head, method: Option<&str>) -> Result<(), Rejection> {
         _ if parts.next().is_some() => Err(bad("has extra text".to_owned())),
         _ => Ok(()),
     }
-}
-
-/// Splits a comma-separated header value, outside quotes and angle brackets.
-pub fn split_list(value: &str) -> Vec<String> {
-    let (mut items, mut current) = (Vec::new(), String::new());
-    let (mut quoted, mut angle, mut escaped) = (false, false, false);
-    for c in value.chars() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '<' if !quoted => angle = true,
-            '>' if !quoted => angle = false,
-            ',' if !quoted && !angle => {
-                items.push(current.trim().to_owned());
-                current.clear();
-                continue;
-            }
-            _ => {}
-        }
-        current.push(c);
-    }
-    items.push(current.trim().to_owned());
-    items
-}
-
-/// The sent-by of one via-parm (`SIP / 2.0 / UDP host:port;params`).
-pub fn sent_by(via: &str) -> Option<HostPort> {
-    let protocol_end = via.rfind('/')?;
-    let after = via[protocol_end + 1..].trim_start();
-    let transport_end = after.find(char::is_whitespace)?;
-    let sent_by = after[transport_end..].trim_start();
-    let sent_by = sent_by.split(';').next()?.trim();
-    sent_by.parse().ok()
 }
 
 /// Every Via element is well formed (no empty elements or parameters), and the top one has an

@@ -8,7 +8,25 @@
 
 use std::net::SocketAddr;
 
-use super::check::{Request, split_list};
+use super::Transport;
+use super::check::Request;
+use super::head::split_list;
+
+/// The Record-Route of the ingress at `local` on an initial INVITE received over `caller` and
+/// forwarded over `agent`. When the two differ it is doubled (RFC 5658): the top entry is the
+/// address the agent's in-dialog requests come to, the bottom one the address the caller's come
+/// to, so neither side switches transport.
+pub fn record_route(local: SocketAddr, caller: Transport, agent: Transport) -> String {
+    let entry = |transport| match transport {
+        Transport::Udp => format!("<sip:{local};lr>"),
+        Transport::Tcp => format!("<sip:{local};transport=tcp;lr>"),
+    };
+    if caller == agent {
+        entry(agent)
+    } else {
+        format!("{}, {}", entry(agent), entry(caller))
+    }
+}
 
 /// Max-Forwards for requests that carry none (RFC 3261 section 8.1.1.6).
 pub const DEFAULT_MAX_FORWARDS: u32 = 70;

@@ -99,6 +99,60 @@ impl Head {
             .iter()
             .find(|f| f.name.eq_ignore_ascii_case(name))
     }
+
+    /// The value of the first field named `name`; empty when there is none.
+    pub fn value(&self, name: &str) -> &str {
+        self.first(name)
+            .map(|f| f.value.as_str())
+            .unwrap_or_default()
+    }
+
+    /// The first element of the first Via (the sender's via-parm); empty when there is none.
+    pub fn top_via(&self) -> String {
+        self.first("Via")
+            .and_then(|f| split_list(&f.value).into_iter().next())
+            .unwrap_or_default()
+    }
+
+    /// The method of the CSeq (`1 INVITE` -> `INVITE`); empty when there is none.
+    pub fn cseq_method(&self) -> &str {
+        self.value("CSeq")
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+    }
+
+    /// The sequence number of the CSeq, as written (`1 INVITE` -> `1`).
+    pub fn cseq_number(&self) -> &str {
+        self.value("CSeq")
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+    }
+}
+
+/// Splits a comma-separated header value, outside quotes and angle brackets.
+pub fn split_list(value: &str) -> Vec<String> {
+    let (mut items, mut current) = (Vec::new(), String::new());
+    let (mut quoted, mut angle, mut escaped) = (false, false, false);
+    for c in value.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => {
+                items.push(current.trim().to_owned());
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    items.push(current.trim().to_owned());
+    items
 }
 
 /// RFC 3261 `token` characters.

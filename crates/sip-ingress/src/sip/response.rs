@@ -4,9 +4,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::check::{sent_by, split_list};
 use super::frame::frame_datagram;
-use super::head::{self, Head};
+use super::head::{self, Head, split_list};
+use super::via::sent_by;
 
 /// Where a response goes over a new connection when the connection its request came on has
 /// closed (RFC 3261 section 18.2.2): for a response whose top Via names TCP, the address the
@@ -28,6 +28,23 @@ pub fn reconnect_target(message: &[u8], received: IpAddr) -> Option<SocketAddr> 
         return None;
     }
     Some(SocketAddr::new(received, sent_by(&via)?.port_or(5060)))
+}
+
+/// The first `frame_len` bytes of `response` without its top Via element: `first` is its first
+/// Via field, whose elements are `elements` (RFC 3261 section 16.7 step 3).
+pub fn without_top_via(
+    response: &[u8],
+    first: &head::Field,
+    elements: &[String],
+    frame_len: usize,
+) -> Vec<u8> {
+    let mut relayed = Vec::with_capacity(response.len());
+    relayed.extend_from_slice(&response[..first.span.start]);
+    if elements.len() > 1 {
+        relayed.extend_from_slice(format!("Via: {}\r\n", elements[1..].join(", ")).as_bytes());
+    }
+    relayed.extend_from_slice(&response[first.span.end..frame_len]);
+    relayed
 }
 
 /// The reason phrase of the statuses the ingress sends.

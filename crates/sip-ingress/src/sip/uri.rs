@@ -49,6 +49,11 @@ pub fn display_name(value: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
+/// The user part and display name of a From or To value.
+pub fn party(value: &str) -> (&str, Option<&str>) {
+    (user(uri_of(value)).unwrap_or_default(), display_name(value))
+}
+
 /// The `tag` parameter of a From or To value.
 pub fn tag(value: &str) -> Option<&str> {
     param(value, "tag").filter(|t| !t.is_empty())

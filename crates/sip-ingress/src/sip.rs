@@ -16,6 +16,12 @@
 //!    proxy must answer (400, 416, 420, 483, 505) or whether to drop a malformed response.
 //! 4. [`response`] builds the ingress's own answers; [`forward`] builds a forwarded request by
 //!    editing the received bytes.
+//! 5. [`via`] reads Via values (sent-by, where a response goes) and writes the ingress's own;
+//!    [`uri`] reads the parts of URIs and name-addrs the proxy needs (user, host, parameters,
+//!    display names, tags).
+//!
+//! [`Transport`] is the crate's one transport enum: the rules' own (`policy::Transport`), so an
+//! agent's route and a message's hop never need converting.
 
 pub mod check;
 pub mod forward;
@@ -23,3 +29,6 @@ pub mod frame;
 pub mod head;
 pub mod response;
 pub mod uri;
+pub mod via;
+
+pub use policy::Transport;

@@ -1,7 +1,7 @@
 //! Admission of initial INVITEs: the decision is made by a policy running as a wasm component
 //! in wasmtime (world `trunkguard:ingress-policy/ingress-policy`, `crates/ingress-policy/wit`).
 //!
-//! * [`host`]: the wasmtime side: one engine, compiled policies (cached on disk), instances with
+//! * [`wasm`]: the wasmtime side: one engine, compiled policies (cached on disk), instances with
 //!   a deadline per call and a memory limit.
 //! * [`live`]: the policy in force for a proxy core, swapped atomically on reload, failing
 //!   closed when the policy traps, overruns its deadline or answers nonsense.
@@ -12,18 +12,20 @@
 //! untrusted code, so it may not add header fields that would break the transaction, and its
 //! reasons become metrics labels only if they look like labels.
 
-pub mod host;
+pub mod config;
 pub mod live;
 pub mod oracle;
+pub mod wasm;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use policy::admission::{DeniedSource, Tenant};
 
+use crate::sip::check::Request;
 use crate::sip::head::{canonical_name, is_token_char};
-use crate::sip::uri;
-use host::wit;
+use crate::sip::{Transport, uri};
+use wasm::wit;
 
 /// Why an INVITE was refused, as a metrics label: one of the ingress's own, or one a policy
 /// prepared at load, shared so that a refusal copies no text.
@@ -81,26 +83,6 @@ impl std::fmt::Debug for Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// The transport an INVITE arrived on, or a next hop uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Transport {
-    /// UDP.
-    #[default]
-    Udp,
-    /// TCP.
-    Tcp,
-}
-
-impl Transport {
-    /// The lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        }
     }
 }
 
@@ -189,6 +171,33 @@ impl Facts {
         self.text
             .get(start as usize..self.ends[index] as usize)
             .unwrap_or_default()
+    }
+
+    /// The facts of `request`, from `source` over `transport`, with the header fields the
+    /// policy `wants` in received order.
+    pub fn of(
+        request: &Request,
+        source: SocketAddr,
+        transport: Transport,
+        wants: impl Fn(&str) -> bool,
+    ) -> Self {
+        let head = &request.head;
+        let (from_user, from_display_name) = uri::party(head.value("From"));
+        let (to_user, to_display_name) = uri::party(head.value("To"));
+        let text = Text {
+            request_uri: &request.uri,
+            request_user: uri::user(&request.uri).unwrap_or_default(),
+            from_user,
+            from_display_name,
+            to_user,
+            to_display_name,
+        };
+        let headers = head
+            .fields
+            .iter()
+            .filter(|f| wants(&f.name))
+            .map(|f| (f.name.as_str(), f.value.as_str()));
+        Self::new(source, transport, text, headers)
     }
 
     /// Where the INVITE came from.
@@ -341,14 +350,6 @@ pub trait Admit: Send {
     fn wants_header(&self, name: &str) -> bool;
 }
 
-/// The user part and display name of a From or To value.
-pub fn party(value: &str) -> (&str, Option<&str>) {
-    (
-        uri::user(uri::uri_of(value)).unwrap_or_default(),
-        uri::display_name(value),
-    )
-}
-
 /// The operator's configuration as a policy sees it.
 pub fn snapshot(
     tenants: &[Tenant],
@@ -384,10 +385,22 @@ pub fn snapshot(
     }
 }
 
-fn wit_transport(transport: Transport) -> wit::Transport {
-    match transport {
-        Transport::Udp => wit::Transport::Udp,
-        Transport::Tcp => wit::Transport::Tcp,
+// The one place the ingress converts between its transport and the component's.
+impl From<Transport> for wit::Transport {
+    fn from(transport: Transport) -> Self {
+        match transport {
+            Transport::Udp => wit::Transport::Udp,
+            Transport::Tcp => wit::Transport::Tcp,
+        }
+    }
+}
+
+impl From<wit::Transport> for Transport {
+    fn from(transport: wit::Transport) -> Self {
+        match transport {
+            wit::Transport::Udp => Transport::Udp,
+            wit::Transport::Tcp => Transport::Tcp,
+        }
     }
 }
 
@@ -423,7 +436,7 @@ impl Facts {
         wit::Invite {
             source_address: wit_address(self.source.ip()),
             source_port: self.source.port(),
-            transport: wit_transport(self.transport),
+            transport: self.transport.into(),
             text: self.text,
             request_uri_end,
             request_user_end,
@@ -521,10 +534,7 @@ impl Forward {
             next_hop: NextHop {
                 host: hop.host,
                 port: hop.port,
-                transport: match hop.transport {
-                    wit::Transport::Udp => Transport::Udp,
-                    wit::Transport::Tcp => Transport::Tcp,
-                },
+                transport: hop.transport.into(),
             },
             headers: forward
                 .headers
