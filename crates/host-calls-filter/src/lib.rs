@@ -5,7 +5,7 @@
 //! what the filter's contract costs Envoy (reading the headers and the clock, a shared-data read
 //! and compare-and-swap, setting `x-tenant-id`, holding the headers until the body has been read,
 //! counting) is measured apart from the cost of trunkguard's checks. The calls and their order
-//! follow `crates/edge-filter/src/proxy.rs`; a change there that adds or removes a host call
+//! follow `crates/edge-filter/src/contexts.rs`; a change there that adds or removes a host call
 //! belongs here too.
 
 #[cfg(target_arch = "wasm32")]

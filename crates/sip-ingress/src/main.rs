@@ -6,6 +6,9 @@
 //! sip-ingress policy test --module M.wasm [--config C.toml] CASES
 //!                                            run a policy against a case file
 //! ```
+//!
+//! The command line and the wiring only: the sockets and proxy cores are `transport`'s, the
+//! policy engine and its reloads `admission` and `reload`'s, the API `api`'s.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -196,7 +199,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
             .await
             .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
         tracing::info!(%addr, "serving /metrics");
-        tasks.spawn(serve_metrics(listener, Arc::clone(&metrics)));
+        tasks.spawn(sip_ingress::metrics::serve(listener, Arc::clone(&metrics)));
     }
     let proxy_for = |local| {
         let policy = LivePolicy::new(updates.clone(), Arc::clone(&metrics));
@@ -233,24 +236,5 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
         Some(result) = tasks.join_next() => {
             Err(format!("a transport stopped: {result:?}"))
         }
-    }
-}
-
-/// `GET /metrics`: Prometheus text.
-async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = Arc::clone(&metrics);
-            async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4")],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!("metrics server stopped: {e}");
     }
 }

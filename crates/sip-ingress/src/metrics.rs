@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::net::TcpListener;
 
 /// One metric family: its type and help text.
 const FAMILIES: [(&str, &str, &str); 15] = [
@@ -195,6 +197,25 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("metrics server stopped: {e}");
     }
 }
 

@@ -4,18 +4,18 @@
 //! * An initial INVITE is decided by the admission policy ([`crate::admission`], a wasm
 //!   component in wasmtime), answered `100 Trying`, and forwarded to the agent with our Via and
 //!   Record-Route (so in-dialog requests come back through the ingress) and the header fields
-//!   the policy adds, by editing the received bytes. Its transaction ([`transaction`]: Timers
+//!   the policy adds, by editing the received bytes. Its transaction (`transaction`: Timers
 //!   A, B and C, CANCEL, the ACK of a failure, the next address) lasts until its final answer.
 //! * Retransmitted INVITEs are absorbed: the last response is sent again.
 //! * In-dialog requests (To tag) are only forwarded for dialogs the ingress admitted
-//!   ([`dialog`]), matched by Call-ID and the caller's tag, whose place (From or To) says which
+//!   (`dialog`), matched by Call-ID and the caller's tag, whose place (From or To) says which
 //!   way they go; anything else gets 481 (an ACK is dropped). The Route naming the ingress is
 //!   consumed.
 //! * CANCEL is answered 200 and sent on to the agent with the INVITE's branch, once the agent
 //!   has answered the INVITE provisionally (RFC 3261 section 9.1: not before).
 //! * Responses are relayed by popping our Via and sending to the next one's `received`/`rport`
 //!   or sent-by, when our Via's branch is the one the ingress made for a request from there
-//!   ([`branch`]: keyed by a secret, so forged responses do not make it a reflector). The
+//!   (`branch`: keyed by a secret, so forged responses do not make it a reflector). The
 //!   agent's 100 Trying goes no further (the caller had ours), nor, once the caller has a final
 //!   answer, anything but a 2xx (section 16.7 step 5); an agent's 503 to an INVITE is relayed
 //!   as 500 (section 16.7 step 6): the caller hears that the call failed, not that the ingress
@@ -27,7 +27,7 @@
 //!   the agent answered 503 goes to the next address of its agent's host name, if it has one,
 //!   as a new transaction (RFC 3263 section 4.3, RFC 3261 section 21.5.4). Else one that could
 //!   not be sent ends as if the agent had answered 503 (RFC 3261 section 16.9).
-//! * A next hop given as a host name is looked up by the transport loop ([`lookup`],
+//! * A next hop given as a host name is looked up by the transport loop (`lookup`,
 //!   [`Proxy::take_lookups`], [`Proxy::on_resolved`]): the caller has its 100 Trying at once
 //!   and the INVITE is held, then forwarded to the first address of a family the ingress can
 //!   send to, or answered 503.
@@ -40,7 +40,7 @@
 //!   Retry-After, any other nothing.
 //!
 //! State (dialogs, INVITE transactions, held INVITEs) is bounded in number and expires.
-//! [`output`] holds what the core gives back: the messages to send and the events to report.
+//! `output` holds what the core gives back: the messages to send and the events to report.
 
 mod branch;
 mod dialog;

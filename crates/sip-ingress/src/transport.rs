@@ -2,7 +2,7 @@
 //! and by the TCP connections of that address ([`tcp`]), sending what the core gives back, and
 //! looking up agents' host names for it ([`resolve`]).
 //!
-//! Each core owns its [`Proxy`] and runs in one task ([`run_core`]), so the proxy's state needs
+//! Each core owns its [`Proxy`] and runs in one task (`run_core`), so the proxy's state needs
 //! no lock: a message, a timer, a lookup's answer or an undeliverable message is handled to the
 //! end, and what it gives to send is sent, before the next.
 
