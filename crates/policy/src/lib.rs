@@ -13,12 +13,15 @@
 //! * [`body`]: typed, fully validated request bodies of every control-plane endpoint.
 //! * [`gcra`]: the generic cell rate algorithm with its state in a single `u64`.
 //! * [`admission`]: which initial INVITEs the SIP ingress forwards, and to which agent.
+//! * [`digest`]: SIP digest authentication arithmetic (RFC 7616, RFC 8760): challenges read,
+//!   responses computed, credentials written.
 
 pub mod access_list;
 pub mod admission;
 pub mod body;
 pub mod country;
 pub mod dest_user;
+pub mod digest;
 pub mod e164;
 pub mod gcra;
 pub mod host;

@@ -24,6 +24,7 @@ pub mod config;
 pub mod metrics;
 pub mod policy_cases;
 pub mod proxy;
+pub mod register;
 pub mod reload;
 pub mod report;
 pub mod sip;
