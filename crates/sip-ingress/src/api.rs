@@ -15,7 +15,9 @@
 //!                                                     DID already names another agent
 //! GET    /v1/agents/{agentId}/sip-registration        200 the same, or 404
 //! DELETE /v1/agents/{agentId}/sip-registration        204, or 404
-//! GET    /v1/agents/{agentId}/sip-registration/status 200 {"agentId", "registrationEnabled", "state"}
+//! GET    /v1/agents/{agentId}/sip-registration/status 200 {"agentId", "registrationEnabled",
+//!                                                     "lifecycleStatus", "sipStatus", "message",
+//!                                                     "lastRefreshed"} (seed 002's words)
 //! ```
 //!
 //! A registration makes its agent addressable by username and DID at the ingress's agent gateway
@@ -413,11 +415,19 @@ async fn registration_status(
     Tenant(tenant): Tenant,
     Path(agent_id): Path<String>,
 ) -> Response {
-    // Saved means in force at the ingress: the API answered only once it was.
+    // A status says only what a registrar's answer proved, and the ingress does not register
+    // to PBXs yet (issue 21): the registration is saved and names its agent, nothing more.
     with_registration(&api, &tenant, &agent_id, |_| {
         json(
             StatusCode::OK,
-            &json!({ "agentId": agent_id, "registrationEnabled": true, "state": "active" }),
+            &json!({
+                "agentId": agent_id,
+                "registrationEnabled": true,
+                "lifecycleStatus": "Pending",
+                "sipStatus": null,
+                "message": "not registered: this ingress does not send REGISTER to PBXs yet",
+                "lastRefreshed": null,
+            }),
         )
     })
 }

@@ -502,7 +502,11 @@ fn a_registered_agent_is_reached_by_username_and_did_with_its_x_dest_user() {
         None,
     );
     assert_eq!(status, 200, "{text}");
-    assert!(text.contains(r#""state":"active""#), "{text}");
+    assert!(text.contains(r#""lifecycleStatus":"Pending""#), "{text}");
+    assert!(
+        text.contains(r#""sipStatus":null"#) && text.contains(r#""lastRefreshed":null"#),
+        "no registrar answered, so nothing claims one did: {text}"
+    );
     // Another tenant sees no registration and cannot delete it.
     assert_eq!(call(&ingress, "GET", AGENT, Some("acme"), None).0, 404);
     assert_eq!(call(&ingress, "DELETE", AGENT, Some("acme"), None).0, 404);

@@ -382,7 +382,8 @@ async fn run(steps: &[(usize, Op)]) -> Result<(), TestCaseError> {
                 match (op, held) {
                     (Op::GetRegistration { .. }, Some(held)) => prop_assert_eq!(&value, held),
                     (Op::RegistrationStatus { .. }, Some(_)) => {
-                        prop_assert_eq!(value["state"].as_str(), Some("active"));
+                        prop_assert_eq!(value["lifecycleStatus"].as_str(), Some("Pending"));
+                        prop_assert!(value["sipStatus"].is_null());
                     }
                     _ => {}
                 }
