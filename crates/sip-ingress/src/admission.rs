@@ -103,6 +103,22 @@ pub struct Text<'a> {
     pub to_display_name: Option<&'a str>,
 }
 
+impl<'a> Text<'a> {
+    /// The text facts of an INVITE to `request_uri` whose From and To values are `from`, `to`.
+    pub fn of(request_uri: &'a str, from: &'a str, to: &'a str) -> Self {
+        let (from_user, from_display_name) = uri::party(from);
+        let (to_user, to_display_name) = uri::party(to);
+        Self {
+            request_uri,
+            request_user: uri::user(request_uri).unwrap_or_default(),
+            from_user,
+            from_display_name,
+            to_user,
+            to_display_name,
+        }
+    }
+}
+
 /// The facts of one initial INVITE that a policy decides on.
 ///
 /// Kept as the policy receives them (the WIT `invite`): the text facts one after the other in
@@ -182,16 +198,7 @@ impl Facts {
         wants: impl Fn(&str) -> bool,
     ) -> Self {
         let head = &request.head;
-        let (from_user, from_display_name) = uri::party(head.value("From"));
-        let (to_user, to_display_name) = uri::party(head.value("To"));
-        let text = Text {
-            request_uri: &request.uri,
-            request_user: uri::user(&request.uri).unwrap_or_default(),
-            from_user,
-            from_display_name,
-            to_user,
-            to_display_name,
-        };
+        let text = Text::of(&request.uri, head.value("From"), head.value("To"));
         let headers = head
             .fields
             .iter()

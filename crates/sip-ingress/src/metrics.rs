@@ -107,7 +107,8 @@ impl Metrics {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn add(&self, family: &'static str, labels: String) {
+    /// Adds one to the series of `family` with `labels` (rendered, `name="value",...`).
+    pub fn count(&self, family: &'static str, labels: String) {
         *self
             .series()
             .entry(family)
@@ -125,15 +126,10 @@ impl Metrics {
 
     /// Counts one received message.
     pub fn message(&self, transport: &'static str) {
-        self.add(
+        self.count(
             "sip_ingress_messages_total",
             format!("transport=\"{transport}\""),
         );
-    }
-
-    /// Adds one to the series of `family` with `labels` (rendered, `name="value",...`).
-    pub fn count(&self, family: &'static str, labels: String) {
-        self.add(family, labels);
     }
 
     /// Counts an initial INVITE refused for `reason`: beyond [`MAX_REFUSAL_REASONS`] distinct
@@ -160,7 +156,7 @@ impl Metrics {
 
     /// Counts a decision that failed closed.
     pub fn policy_failure(&self, kind: &'static str) {
-        self.add(
+        self.count(
             "sip_ingress_policy_failures_total",
             format!("kind=\"{kind}\""),
         );
@@ -169,7 +165,7 @@ impl Metrics {
     /// Counts a reload, applied or refused.
     pub fn policy_reload(&self, applied: bool) {
         let result = if applied { "applied" } else { "refused" };
-        self.add(
+        self.count(
             "sip_ingress_policy_reloads_total",
             format!("result=\"{result}\""),
         );

@@ -29,7 +29,6 @@ use crate::admission::{self, Admit, Facts, Text, Verdict};
 use crate::metrics::Metrics;
 use crate::sip::Transport;
 use crate::sip::head::canonical_name;
-use crate::sip::uri;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,17 +160,8 @@ fn check(case: &Case, expected: &Expected, verdict: &Verdict) -> Result<(), Stri
 }
 
 fn facts(case: &Case) -> Facts {
-    let (from_user, from_display_name) = uri::party(&case.from);
     let to = case.to.as_deref().unwrap_or(&case.request_uri);
-    let (to_user, to_display_name) = uri::party(to);
-    let text = Text {
-        request_uri: &case.request_uri,
-        request_user: uri::user(&case.request_uri).unwrap_or_default(),
-        from_user,
-        from_display_name,
-        to_user,
-        to_display_name,
-    };
+    let text = Text::of(&case.request_uri, &case.from, to);
     let headers: Vec<(String, &str)> = case
         .headers
         .iter()
