@@ -75,6 +75,7 @@ fn agent_of(tenant: &str, raw: wit::Agent) -> Result<Agent, String> {
         uri: raw.uri,
         dest_user,
         route,
+        contacts: raw.contacts,
     })
 }
 
@@ -189,6 +190,12 @@ impl Invite {
             .then(|| self.fact(self.to_user_end, self.to_display_name_end))
     }
 
+    /// Whether the INVITE came from the registrar of the binding its Request-URI names (see
+    /// the WIT `present`).
+    pub fn from_registrar(&self) -> bool {
+        self.present.contains(Present::FROM_REGISTRAR)
+    }
+
     /// The header fields the ingress passes, as (canonical name, value), in received order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.text
@@ -284,6 +291,7 @@ impl Rules {
             source: invite.source(),
             from_user: invite.from_user(),
             request_user: invite.request_user(),
+            from_registrar: invite.from_registrar(),
         };
         match self.world.decide(&facts) {
             Admission::Forward { slot } => Verdict::Forward(slot),

@@ -11,6 +11,12 @@
 //! 4. the INVITE goes to the agent URI, with X-Dest-User when the agent has one and through the
 //!    agent's route when it has a `proxyAddress`.
 //!
+//! An agent registered to a customer's PBX (seeds 000, 002) is also named by the user part of
+//! each of its bindings' Contacts, an unguessable token: an INVITE to it came through that
+//! binding, and is allowed from the addresses the binding registered to (the ingress tells, as
+//! [`Invite::from_registrar`]: registering is the trust, as for any phone registered to a PBX)
+//! as well as from the tenant's access list. Rules 2 to 4 apply as to any other call.
+//!
 //! The per-source flood limit comes before all of this and lives in the ingress, which owns the
 //! clock.
 
@@ -43,6 +49,9 @@ pub struct Agent {
     pub dest_user: Option<DestUser>,
     /// The route (transport, proxy) to reach it, if not the default.
     pub route: Option<Route>,
+    /// The user parts of its registration bindings' Contacts: an INVITE to one of them came
+    /// through that binding.
+    pub contacts: Vec<String>,
 }
 
 /// Where an INVITE forwarded to an agent is sent: the agent's route when it has one, else the
@@ -146,6 +155,9 @@ pub struct Invite<'a> {
     pub from_user: &'a str,
     /// The user part of the Request-URI.
     pub request_user: &'a str,
+    /// Whether the source is an address that the binding whose Contact the Request-URI names
+    /// registered to (its registrar, or the registrar's proxy).
+    pub from_registrar: bool,
 }
 
 /// The decision.
@@ -205,6 +217,8 @@ pub struct World {
     /// look names up in this table, which the operator's configuration fills, so they cannot
     /// lengthen its probe sequences; the seed is random all the same.
     agents: HashMap<String, Called, SeedableRandomState>,
+    /// Contact user (a binding's token) -> the agent's tenant and slot.
+    contacts: HashMap<String, Called, SeedableRandomState>,
     /// The slot of each tenant's first agent.
     first_slot: Vec<u32>,
     denied: DeniedSource,
@@ -233,10 +247,9 @@ impl World {
             })
             .collect();
         let seed = RandomState::new().build_hasher().finish();
-        let mut agents = HashMap::with_hasher(SeedableRandomState::with_seed(
-            seed,
-            SharedSeed::global_fixed(),
-        ));
+        let hasher = SeedableRandomState::with_seed(seed, SharedSeed::global_fixed());
+        let mut agents = HashMap::with_hasher(hasher.clone());
+        let mut contacts = HashMap::with_hasher(hasher);
         for (t, tenant) in tenants.iter().enumerate() {
             for (a, agent) in tenant.agents.iter().enumerate() {
                 let called = Called {
@@ -259,6 +272,14 @@ impl World {
                         )));
                     }
                 }
+                for contact in &agent.contacts {
+                    if contacts.insert(contact.clone(), called).is_some() {
+                        return Err(WorldError(format!(
+                            "the contact {contact} of agent {} of tenant {} is another's too",
+                            agent.id, tenant.id
+                        )));
+                    }
+                }
             }
         }
         let access = tenants.iter().map(|t| AccessList::new(&t.access)).collect();
@@ -268,6 +289,7 @@ impl World {
             access,
             any_access,
             agents,
+            contacts,
             first_slot,
             denied,
         })
@@ -319,8 +341,12 @@ impl World {
 
     /// Decides one initial INVITE.
     pub fn decide(&self, invite: &Invite<'_>) -> Admission {
-        let called = self.agents.get(invite.request_user).copied();
+        let (called, through_binding) = match self.agents.get(invite.request_user) {
+            Some(called) => (Some(*called), false),
+            None => (self.contacts.get(invite.request_user).copied(), true),
+        };
         let allowed = match called {
+            Some(_) if through_binding && invite.from_registrar => true,
             Some(called) => self.access[called.tenant as usize].contains(invite.source),
             None => self.any_access.contains(invite.source),
         };
@@ -391,6 +417,7 @@ mod tests {
             uri: uri.into(),
             dest_user: None,
             route: None,
+            contacts: Vec::new(),
         }
     }
 
@@ -442,6 +469,7 @@ mod tests {
             source: source.parse().expect("ip"),
             from_user: from,
             request_user: to,
+            from_registrar: false,
         }
     }
 
@@ -631,6 +659,74 @@ mod tests {
         let err =
             World::new(vec![tenant("a"), tenant("b")], DeniedSource::Drop).expect_err("clash");
         assert!(err.to_string().contains("shared names both"), "{err}");
+    }
+
+    /// The demo world with `sales` also registered to a PBX through the binding `token`.
+    fn registered(token: &str) -> World {
+        let mut tenants = demo(DeniedSource::Drop).tenants().to_vec();
+        tenants[0].agents[0].contacts.push(token.into());
+        World::new(tenants, DeniedSource::Drop).expect("valid world")
+    }
+
+    // Issue 21: registering is the trust, as for any phone registered to a PBX.
+    #[test]
+    fn a_call_through_a_binding_is_allowed_from_its_registrar_and_the_tenants_list() {
+        let world = registered("c0ffee");
+        let from_pbx = Invite {
+            from_registrar: true,
+            ..invite("192.0.2.50", "+15551230000", "c0ffee")
+        };
+        assert_eq!(
+            forwarded_to(&world, world.decide(&from_pbx)),
+            "sales",
+            "from the registrar, outside the access list"
+        );
+        let listed = invite("127.0.0.1", "+15551230000", "c0ffee");
+        assert_eq!(forwarded_to(&world, world.decide(&listed)), "sales");
+        let stranger = invite("192.0.2.50", "+15551230000", "c0ffee");
+        assert_eq!(
+            world.decide(&stranger),
+            Admission::Drop {
+                reason: "source_not_allowed"
+            }
+        );
+    }
+
+    #[test]
+    fn the_registrar_is_trusted_only_for_calls_through_its_binding() {
+        let world = registered("c0ffee");
+        // The ingress sets the flag only for the binding the Request-URI names; a name that
+        // is no contact is judged by the access list whatever the flag says.
+        let by_name = Invite {
+            from_registrar: true,
+            ..invite("192.0.2.50", "+15551230000", "sales")
+        };
+        assert!(matches!(world.decide(&by_name), Admission::Drop { .. }));
+    }
+
+    #[test]
+    fn a_call_through_a_binding_still_needs_an_e164_from() {
+        let world = registered("c0ffee");
+        let from_pbx = Invite {
+            from_registrar: true,
+            ..invite("192.0.2.50", "alice", "c0ffee")
+        };
+        assert_eq!(
+            world.decide(&from_pbx),
+            Admission::Reject {
+                code: 404,
+                reason: "from_not_e164"
+            }
+        );
+    }
+
+    #[test]
+    fn one_contact_for_two_agents_is_refused() {
+        let mut tenants = demo(DeniedSource::Drop).tenants().to_vec();
+        tenants[0].agents[0].contacts.push("c0ffee".into());
+        tenants[1].agents[0].contacts.push("c0ffee".into());
+        let err = World::new(tenants, DeniedSource::Drop).expect_err("clash");
+        assert!(err.to_string().contains("c0ffee"), "{err}");
     }
 
     #[test]

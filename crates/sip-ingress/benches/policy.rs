@@ -22,6 +22,7 @@ use criterion::{BatchSize, Criterion};
 use policy::admission::{Agent, Tenant};
 use sip_ingress::admission::live::LivePolicy;
 use sip_ingress::admission::oracle::NativeRules;
+use sip_ingress::admission::registrars::Registrars;
 use sip_ingress::admission::wasm::PolicyEngine;
 use sip_ingress::admission::{Admit, Facts, Text, Verdict};
 use sip_ingress::config::{Config, DEMO};
@@ -69,6 +70,7 @@ fn world() -> Config {
                             .parse()
                             .expect("route")
                     }),
+                    contacts: Vec::new(),
                 })
                 .collect(),
         })
@@ -184,7 +186,7 @@ fn demo_world(
     let generation =
         sip_ingress::reload::build(engine, &config.admission).expect("the policy loads");
     let (_publish, updates) = watch::channel(Arc::new(generation));
-    let mut wasm = LivePolicy::new(updates, Arc::new(Metrics::default()));
+    let mut wasm = LivePolicy::new(updates, Registrars::default(), Arc::new(Metrics::default()));
     let mut native = NativeRules::new(&config.admission).expect("native rules");
     let text = Text {
         request_uri: "sip:sales@127.0.0.1:5060",
@@ -232,7 +234,7 @@ fn main() {
         loading.elapsed()
     );
     let (_publish, updates) = watch::channel(Arc::new(generation));
-    let mut wasm = LivePolicy::new(updates, Arc::new(Metrics::default()));
+    let mut wasm = LivePolicy::new(updates, Registrars::default(), Arc::new(Metrics::default()));
 
     let sample = calls(if smoke { 2_000 } else { 100_000 });
     let mut admitted = 0;

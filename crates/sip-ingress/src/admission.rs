@@ -6,6 +6,8 @@
 //! * [`live`]: the policy in force for a proxy core, swapped atomically on reload, failing
 //!   closed when the policy traps, overruns its deadline or answers nonsense.
 //! * [`oracle`]: the same rules natively, which the wasm policy is tested against.
+//! * [`registrars`]: where registration bindings registered, which calls through them are
+//!   trusted from.
 //!
 //! This module holds what the proxy and the policy exchange, in the ingress's own types: the
 //! [`Facts`] of an INVITE and the [`Verdict`], checked before the proxy acts on it: a policy is
@@ -15,6 +17,7 @@
 pub mod config;
 pub mod live;
 pub mod oracle;
+pub mod registrars;
 pub mod wasm;
 
 use std::net::{IpAddr, SocketAddr};
@@ -134,6 +137,7 @@ pub struct Facts {
     ends: [u32; 6],
     from_display_name: bool,
     to_display_name: bool,
+    from_registrar: bool,
 }
 
 impl Facts {
@@ -179,7 +183,15 @@ impl Facts {
             ends,
             from_display_name: text.from_display_name.is_some(),
             to_display_name: text.to_display_name.is_some(),
+            from_registrar: false,
         }
+    }
+
+    /// These facts, saying whether the source is an address that the registration binding
+    /// named by the Request-URI user registered to.
+    pub fn with_from_registrar(mut self, from_registrar: bool) -> Self {
+        self.from_registrar = from_registrar;
+        self
     }
 
     fn fact(&self, index: usize) -> &str {
@@ -245,6 +257,12 @@ impl Facts {
     /// The To display name, unquoted.
     pub fn to_display_name(&self) -> Option<&str> {
         self.to_display_name.then(|| self.fact(5))
+    }
+
+    /// Whether the source is an address the binding named by the Request-URI user registered
+    /// to (its registrar or the registrar's proxy).
+    pub fn from_registrar(&self) -> bool {
+        self.from_registrar
     }
 
     /// The selected header fields, in received order.
@@ -378,6 +396,7 @@ pub fn snapshot(
                     uri: agent.uri.clone(),
                     dest_user: agent.dest_user.as_ref().map(|d| d.as_str().to_owned()),
                     route: agent.route.as_ref().map(ToString::to_string),
+                    contacts: agent.contacts.clone(),
                 })
                 .collect(),
         })
@@ -431,6 +450,9 @@ impl Facts {
         }
         if self.to_display_name {
             present |= wit::Present::TO_DISPLAY_NAME;
+        }
+        if self.from_registrar {
+            present |= wit::Present::FROM_REGISTRAR;
         }
         let [
             request_uri_end,
@@ -653,7 +675,7 @@ mod tests {
         let headers: Vec<_> = facts.headers().collect();
         assert_eq!(headers, [("X-Case", "one"), ("X-Broken", "a  Via: b")]);
 
-        let wit = facts.clone().into_wit();
+        let wit = facts.clone().with_from_registrar(true).into_wit();
         assert!(matches!(
             wit.source_address,
             wit::IpAddress::Ipv6((0x2001_0db8_0000_0000, 1))

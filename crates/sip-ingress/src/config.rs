@@ -390,6 +390,7 @@ fn check_agent(raw: &RawAgent) -> Result<Agent, (&'static str, String)> {
         uri: raw.uri.clone(),
         dest_user,
         route,
+        contacts: Vec::new(),
     })
 }
 

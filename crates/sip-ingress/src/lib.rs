@@ -9,7 +9,9 @@
 //!   and its settings.
 //! * [`proxy`]: the proxy core, without sockets: admission, forwarding, INVITE transactions,
 //!   dialogs, name look-ups awaited, responses.
+//! * [`register`]: the registration client, registering agents to customers' PBXs.
 //! * [`transport`]: the sockets around the proxy cores: UDP, TCP, name lookups.
+//! * [`random`]: unguessable values from the operating system.
 //! * [`report`]: what the proxy did, as logs and metrics; [`metrics`]: the registry of counters
 //!   and gauges, served as Prometheus text.
 //! * [`api`]: the control-plane API (axum), tenant-scoped by `x-tenant-id`; [`store`]: what
@@ -24,6 +26,7 @@ pub mod config;
 pub mod metrics;
 pub mod policy_cases;
 pub mod proxy;
+pub mod random;
 pub mod register;
 pub mod reload;
 pub mod report;

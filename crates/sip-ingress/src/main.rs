@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use sip_ingress::admission::live::LivePolicy;
+use sip_ingress::admission::registrars::Registrars;
 use sip_ingress::admission::wasm::PolicyEngine;
 use sip_ingress::api::Api;
 use sip_ingress::config::{Config, DEMO};
@@ -201,8 +202,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
         tracing::info!(%addr, "serving /metrics");
         tasks.spawn(sip_ingress::metrics::serve(listener, Arc::clone(&metrics)));
     }
+    let registrars = Registrars::default();
     let proxy_for = |local| {
-        let policy = LivePolicy::new(updates.clone(), Arc::clone(&metrics));
+        let policy = LivePolicy::new(updates.clone(), registrars.clone(), Arc::clone(&metrics));
         Proxy::new(Box::new(policy), local, config.flood, config.timers)
     };
     transport::listen(&config.transport, proxy_for, &metrics, &mut tasks).await?;

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::admission::live::{Generation, LivePolicy};
+use crate::admission::registrars::Registrars;
 use crate::admission::{self, Admit, Facts, Text, Verdict};
 use crate::metrics::Metrics;
 use crate::sip::Transport;
@@ -188,7 +189,7 @@ pub fn run(generation: Generation, cases: &str) -> Result<Vec<Outcome>, String> 
         .map(|case| expected(&case.expect).map_err(|e| format!("case {:?}: {e}", case.name)))
         .collect::<Result<Vec<_>, _>>()?;
     let (_publish, updates) = watch::channel(Arc::new(generation));
-    let mut policy = LivePolicy::new(updates, Arc::new(Metrics::default()));
+    let mut policy = LivePolicy::new(updates, Registrars::default(), Arc::new(Metrics::default()));
     Ok(file
         .cases
         .iter()

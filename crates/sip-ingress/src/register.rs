@@ -7,6 +7,8 @@
 //!   grant ends, retries with backoff, and the status that only a registrar's answer proves.
 //!
 //! Not yet here (issue 21): the runner that drives bindings over the ingress's transports from the
-//! store, calls through a binding's contact, the API's status and errors, metrics.
+//! store, the API's status and errors, and
+//! metrics. Calls arriving through a binding's contact are admitted by the policy already
+//! (`policy::admission`, trusted from the addresses in `admission::registrars`).
 
 pub mod binding;

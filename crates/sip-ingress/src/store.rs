@@ -12,8 +12,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use policy::admission::{Agent, Tenant};
-use policy::body::{IpAccessEntryBody, OutboundRouteBody, RegistrationTransport, SipRegistration};
-use policy::json::Port;
+use policy::body::{IpAccessEntryBody, OutboundRouteBody, SipRegistration};
 use policy::{AccessEntry, Route};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -69,9 +68,14 @@ CREATE TABLE IF NOT EXISTS registrations (
     agent_id     TEXT NOT NULL,
     registration TEXT NOT NULL,
     password     TEXT NOT NULL,
+    contact      TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (tenant, agent_id)
 );
 ";
+
+/// Databases made before registrations had contacts (issue 21) get the column; [`Store::open`]
+/// gives each such row a contact.
+const ADD_CONTACTS: &str = "ALTER TABLE registrations ADD COLUMN contact TEXT NOT NULL DEFAULT ''";
 
 /// An outbound route as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +97,9 @@ pub struct RegistrationRecord {
     pub agent_id: String,
     /// The registration (its password does not serialise).
     pub registration: SipRegistration,
+    /// The user part of its binding's Contact: an unguessable token, new each time the
+    /// registration changes, so that a PBX's INVITE to it names this binding alone.
+    pub contact: String,
 }
 
 /// The registration back from its stored JSON and password.
@@ -106,48 +113,26 @@ fn registration_of(json: &str, password: String) -> Result<SipRegistration, Stor
         .map_err(|_| StoreError("a stored registration no longer validates".into()))
 }
 
-/// The agent a registration makes addressable: by its username and DID, at the agent gateway
-/// (`{username}` in `gateway` replaced), with its X-Dest-User, through its proxy when it has one.
+/// The agent a registration makes addressable: by its username and DID, and by its binding's
+/// `contact`, at the agent gateway (`{username}` in `gateway` replaced), with its X-Dest-User.
+/// The registration's proxy is where its REGISTERs go (seed 000: "if your SIP provider requires
+/// routing through a proxy"), not a hop towards the agent.
 pub fn registered_agent(
     agent_id: &str,
     registration: &SipRegistration,
+    contact: &str,
     gateway: &str,
-) -> Result<Agent, StoreError> {
+) -> Agent {
     let username = registration.username.as_str();
-    let uri = gateway.replace("{username}", username);
-    let route = match &registration.proxy {
-        Some(proxy) => {
-            let target = uri
-                .split_once('@')
-                .map(|(_, host)| host)
-                .ok_or_else(|| StoreError(format!("agent gateway {uri:?} has no host")))?;
-            let port = proxy
-                .port
-                .or(registration.port.map(Port::as_u16))
-                .unwrap_or(policy::route::DEFAULT_PORT);
-            let transport = match registration.transport {
-                Some(RegistrationTransport::Tcp | RegistrationTransport::Tls) => "tcp",
-                _ => "udp",
-            };
-            let text = format!(
-                "{target};transport={transport};proxyAddress={}:{port}",
-                proxy.host
-            );
-            Some(
-                text.parse::<Route>()
-                    .map_err(|e| StoreError(format!("route {text:?}: {e}")))?,
-            )
-        }
-        None => None,
-    };
-    Ok(Agent {
+    Agent {
         id: agent_id.to_owned(),
         username: Some(username.to_owned()),
         number: registration.did.clone(),
-        uri,
+        uri: gateway.replace("{username}", username),
         dest_user: registration.x_dest_user.clone(),
-        route,
-    })
+        route: None,
+        contacts: vec![contact.to_owned()],
+    }
 }
 
 /// The database.
@@ -189,6 +174,22 @@ impl Store {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.execute_batch(SCHEMA)?;
+        let has_contacts = connection
+            .prepare("SELECT name FROM pragma_table_info('registrations') WHERE name = 'contact'")?
+            .exists([])?;
+        if !has_contacts {
+            connection.execute_batch(ADD_CONTACTS)?;
+        }
+        let uncontacted: Vec<i64> = connection
+            .prepare("SELECT rowid FROM registrations WHERE contact = ''")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        for rowid in uncontacted {
+            connection.execute(
+                "UPDATE registrations SET contact = ?1 WHERE rowid = ?2",
+                params![crate::random::token(), rowid],
+            )?;
+        }
         Ok(Self {
             connection: Mutex::new(connection),
         })
@@ -298,7 +299,12 @@ impl Store {
             tenant(tenants, &record.tenant).access.push(record.entry);
         }
         for record in self.all_registrations()? {
-            let agent = registered_agent(&record.agent_id, &record.registration, gateway)?;
+            let agent = registered_agent(
+                &record.agent_id,
+                &record.registration,
+                &record.contact,
+                gateway,
+            );
             let agents = &mut tenant(tenants, &record.tenant).agents;
             agents.retain(|a| a.id != agent.id);
             agents.push(agent);
@@ -360,18 +366,28 @@ impl Store {
         Ok(deleted == 1)
     }
 
-    /// Stores `tenant`'s registration for `agent_id`; returns the one it replaces, if any.
+    /// Stores `tenant`'s registration for `agent_id`; returns the one it replaces, if any. A
+    /// changed registration gets a new contact (it is a new binding); the same one again keeps
+    /// its own.
     pub fn put_registration(
         &self,
         tenant: &str,
         agent_id: &str,
         registration: &SipRegistration,
     ) -> Result<Option<SipRegistration>, StoreError> {
-        let previous = self.registration(tenant, agent_id)?;
+        let previous = self.registration_record(tenant, agent_id)?;
+        let contact = match &previous {
+            Some(previous) if previous.registration == *registration => previous.contact.clone(),
+            _ => crate::random::token(),
+        };
         let json = serde_json::to_string(registration)
             .map_err(|e| StoreError(format!("registration: {e}")))?;
-        self.write("INSERT OR REPLACE INTO registrations (tenant, agent_id, registration, password) VALUES (?1, ?2, ?3, ?4)", params![tenant, agent_id, json, registration.password.expose()])?;
-        Ok(previous)
+        self.write(
+            "INSERT OR REPLACE INTO registrations (tenant, agent_id, registration, password, contact) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![tenant, agent_id, json, registration.password.expose(), contact],
+        )?;
+        Ok(previous.map(|previous| previous.registration))
     }
 
     /// `tenant`'s registration for `agent_id`.
@@ -380,16 +396,41 @@ impl Store {
         tenant: &str,
         agent_id: &str,
     ) -> Result<Option<SipRegistration>, StoreError> {
+        Ok(self
+            .registration_record(tenant, agent_id)?
+            .map(|record| record.registration))
+    }
+
+    /// `tenant`'s registration for `agent_id`, with its contact.
+    pub fn registration_record(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+    ) -> Result<Option<RegistrationRecord>, StoreError> {
         let found = self
             .connection()
             .query_row(
-                "SELECT registration, password FROM registrations WHERE tenant = ?1 AND agent_id = ?2",
+                "SELECT registration, password, contact FROM registrations \
+                 WHERE tenant = ?1 AND agent_id = ?2",
                 params![tenant, agent_id],
-                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                },
             )
             .optional()?;
         found
-            .map(|(json, password)| registration_of(&json, password))
+            .map(|(json, password, contact)| {
+                Ok(RegistrationRecord {
+                    tenant: tenant.to_owned(),
+                    agent_id: agent_id.to_owned(),
+                    registration: registration_of(&json, password)?,
+                    contact,
+                })
+            })
             .transpose()
     }
 
@@ -406,7 +447,8 @@ impl Store {
     pub fn all_registrations(&self) -> Result<Vec<RegistrationRecord>, StoreError> {
         let connection = self.connection();
         let mut statement = connection.prepare(
-            "SELECT tenant, agent_id, registration, password FROM registrations ORDER BY rowid",
+            "SELECT tenant, agent_id, registration, password, contact FROM registrations \
+             ORDER BY rowid",
         )?;
         let rows = statement.query_map([], |row| {
             Ok((
@@ -414,14 +456,16 @@ impl Store {
                 row.get::<_, String>(1)?,
                 row.get::<_, String>(2)?,
                 row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
             ))
         })?;
         rows.map(|found| {
-            let (tenant, agent_id, json, password) = found?;
+            let (tenant, agent_id, json, password, contact) = found?;
             Ok(RegistrationRecord {
                 tenant,
                 agent_id,
                 registration: registration_of(&json, password)?,
+                contact,
             })
         })
         .collect()
@@ -445,6 +489,35 @@ mod tests {
             address: address.parse().expect("entry"),
             description: description.map(Into::into),
         }
+    }
+
+    #[test]
+    fn registrations_stored_before_contacts_get_one_on_opening_and_keep_it() {
+        let path = scratch("contacts");
+        {
+            let old = Connection::open(&path).expect("opens");
+            old.execute_batch(
+                "CREATE TABLE registrations (tenant TEXT NOT NULL, agent_id TEXT NOT NULL, \
+                 registration TEXT NOT NULL, password TEXT NOT NULL, \
+                 PRIMARY KEY (tenant, agent_id));",
+            )
+            .expect("the schema before issue 21");
+            old.execute(
+                "INSERT INTO registrations VALUES ('demo', 'a1', ?1, 'secret')",
+                params![r#"{"domain":"pbx.example.com","username":"agent"}"#],
+            )
+            .expect("an old row");
+        }
+        let contact_of = |store: &Store| {
+            store
+                .registration_record("demo", "a1")
+                .expect("read")
+                .expect("found")
+                .contact
+        };
+        let first = contact_of(&Store::open(&path).expect("migrates"));
+        assert_eq!(first.len(), 32, "{first:?}");
+        assert_eq!(contact_of(&Store::open(&path).expect("reopens")), first);
     }
 
     #[test]
@@ -529,10 +602,32 @@ mod tests {
         let proxied = registration(
             r#"{"domain":"pbx.example.com","username":"newagent","password":"x","proxy":"10.0.0.9","port":5080,"transport":"tcp"}"#,
         );
+        let contact = |store: &Store| {
+            store
+                .registration_record("demo", "a1")
+                .expect("read")
+                .expect("found")
+                .contact
+        };
+        let first_contact = contact(&store);
+        store
+            .put_registration("demo", "a1", &first)
+            .expect("stored");
+        assert_eq!(
+            contact(&store),
+            first_contact,
+            "the same registration again"
+        );
         let previous = store
             .put_registration("demo", "a1", &proxied)
             .expect("stored");
         assert_eq!(previous, Some(first));
+        let changed_contact = contact(&store);
+        assert_ne!(
+            changed_contact, first_contact,
+            "a changed one is a new binding"
+        );
+        assert_eq!(changed_contact.len(), 32);
         let mut tenants = Vec::new();
         store
             .merge_into(&mut tenants, "sip:{username}@127.0.0.1:5090")
@@ -540,9 +635,10 @@ mod tests {
         let agent = &tenants[0].agents[0];
         assert_eq!(agent.uri, "sip:newagent@127.0.0.1:5090");
         assert_eq!(
-            agent.route.as_ref().map(ToString::to_string).as_deref(),
-            Some("127.0.0.1:5090;transport=tcp;proxyAddress=10.0.0.9:5080")
+            agent.route, None,
+            "the proxy is the registrar's, not the agent's"
         );
+        assert_eq!(agent.contacts, [changed_contact]);
         assert!(store.delete_registration("demo", "a1").expect("deleted"));
         assert!(!store.delete_registration("demo", "a1").expect("gone"));
     }

@@ -13,6 +13,7 @@ use policy::admission::DeniedSource;
 use sip_ingress::admission::config::AdmissionConfig;
 use sip_ingress::admission::live::{Generation, LivePolicy, POLICY_FAILURE};
 use sip_ingress::admission::oracle::NativeRules;
+use sip_ingress::admission::registrars::Registrars;
 use sip_ingress::admission::wasm::{PolicyEngine, PolicyError};
 use sip_ingress::admission::{Admit, Facts, Text, Verdict};
 use sip_ingress::config::{Config, DEMO};
@@ -42,13 +43,20 @@ fn config(extra: &str, module: &str) -> AdmissionConfig {
 }
 
 fn live(config: &AdmissionConfig) -> (LivePolicy, Arc<Metrics>) {
+    live_trusting(config, Registrars::default())
+}
+
+fn live_trusting(config: &AdmissionConfig, registrars: Registrars) -> (LivePolicy, Arc<Metrics>) {
     let engine = PolicyEngine::new(None).expect("engine");
     let generation = reload::build(&engine, config).expect("the policy loads");
     let metrics = Arc::new(Metrics::default());
     let (publish, updates) = watch::channel(Arc::new(generation));
     // The channel stays open for the test's life.
     std::mem::forget(publish);
-    (LivePolicy::new(updates, Arc::clone(&metrics)), metrics)
+    (
+        LivePolicy::new(updates, registrars, Arc::clone(&metrics)),
+        metrics,
+    )
 }
 
 fn facts(source: &str, from: &str, called: &str) -> Facts {
@@ -209,6 +217,66 @@ fn a_larger_generated_world_decides_as_the_native_rules() {
 }
 
 #[test]
+fn a_call_through_a_binding_is_admitted_from_the_registrar_it_registered_to() {
+    const CONTACT: &str = "5f0c3a9d1b2e4f60718293a4b5c6d7e8";
+    let mut config = config("", "ingress_policy.wasm");
+    config.tenants[0].agents[0]
+        .contacts
+        .push(CONTACT.to_owned());
+    let registrars = Registrars::default();
+    let (mut policy, _) = live_trusting(&config, registrars.clone());
+    let pbx = "192.0.2.7";
+    let pbx_ip = pbx.parse().expect("ip");
+    assert!(!policy.knows_source(pbx_ip));
+    let unknown_yet = policy.decide(facts(pbx, "+15551230000", CONTACT));
+    assert!(
+        matches!(unknown_yet, Verdict::Drop { .. }),
+        "{}",
+        wasm(&unknown_yet)
+    );
+
+    registrars.add(CONTACT, pbx_ip);
+    assert!(policy.knows_source(pbx_ip));
+    assert_eq!(
+        wasm(&policy.decide(facts(pbx, "+15551230000", CONTACT))),
+        "forward demo sip:sales@127.0.0.1:5090 Some(\"sales.desk\") false"
+    );
+    // The registrar is trusted for its own binding's contact, not for the agent's names.
+    let by_name = policy.decide(facts(pbx, "+15551230000", "sales"));
+    assert!(
+        matches!(by_name, Verdict::Drop { .. }),
+        "{}",
+        wasm(&by_name)
+    );
+    // Another address is not the registrar; the tenant's access list still admits its own.
+    let stranger = policy.decide(facts("192.0.2.8", "+15551230000", CONTACT));
+    assert!(
+        matches!(stranger, Verdict::Drop { .. }),
+        "{}",
+        wasm(&stranger)
+    );
+    assert!(matches!(
+        policy.decide(facts("127.0.0.1", "+15551230000", CONTACT)),
+        Verdict::Forward(_)
+    ));
+    // Calls through a binding still need an E.164 caller.
+    let bad_from = policy.decide(facts(pbx, "alice", CONTACT));
+    assert!(
+        matches!(bad_from, Verdict::Reject { code: 404, .. }),
+        "{}",
+        wasm(&bad_from)
+    );
+
+    registrars.remove(CONTACT);
+    let removed = policy.decide(facts(pbx, "+15551230000", CONTACT));
+    assert!(
+        matches!(removed, Verdict::Drop { .. }),
+        "{}",
+        wasm(&removed)
+    );
+}
+
+#[test]
 fn a_misbehaving_policy_fails_closed_and_is_replaced() {
     // A deadline long enough for the memory hog to reach its limit first.
     for (failure_status, extra) in [
@@ -317,7 +385,7 @@ fn compiled_policies_are_cached_on_disk() {
     let generation = reload::build(&engine, &config).expect("from the cache");
     assert_eq!(generation.sha256(), first.sha256());
     let (_publish, updates) = watch::channel(Arc::new(generation));
-    let mut policy = LivePolicy::new(updates, Arc::new(Metrics::default()));
+    let mut policy = LivePolicy::new(updates, Registrars::default(), Arc::new(Metrics::default()));
     assert!(matches!(
         policy.decide(facts("127.0.0.1", "+15551230000", "sales")),
         Verdict::Forward(_)
@@ -340,7 +408,7 @@ fn a_generation_is_checked_before_it_is_published() {
     let good = reload::build(&engine, &config("", "ingress_policy.wasm")).expect("loads");
     let sha = good.sha256().to_owned();
     let (publish, updates) = watch::channel(Arc::new(good));
-    let mut policy = LivePolicy::new(updates, Arc::new(Metrics::default()));
+    let mut policy = LivePolicy::new(updates, Registrars::default(), Arc::new(Metrics::default()));
     let call = facts("127.0.0.1", "+15551230000", "sales");
     assert!(matches!(policy.decide(call.clone()), Verdict::Forward(_)));
     // A new generation with the country policy allowing only +44: the next call sees it.

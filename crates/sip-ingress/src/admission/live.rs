@@ -14,6 +14,7 @@ use policy::AccessList;
 use tokio::sync::watch;
 
 use super::config::AdmissionConfig;
+use super::registrars::Registrars;
 use super::wasm::{CompiledPolicy, Limits, PolicyError, PolicyInstance, wit};
 use super::{Admit, Facts, Verdict};
 use crate::metrics::Metrics;
@@ -73,17 +74,24 @@ pub struct LivePolicy {
     updates: watch::Receiver<Arc<Generation>>,
     current: Arc<Generation>,
     instance: Option<PolicyInstance>,
+    registrars: Registrars,
     metrics: Arc<Metrics>,
 }
 
 impl LivePolicy {
-    /// Follows the generations published on `updates`.
-    pub fn new(mut updates: watch::Receiver<Arc<Generation>>, metrics: Arc<Metrics>) -> Self {
+    /// Follows the generations published on `updates`, trusting calls through registration
+    /// bindings from their `registrars`.
+    pub fn new(
+        mut updates: watch::Receiver<Arc<Generation>>,
+        registrars: Registrars,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let current = Arc::clone(&updates.borrow_and_update());
         Self {
             updates,
             current,
             instance: None,
+            registrars,
             metrics,
         }
     }
@@ -114,7 +122,10 @@ impl Admit for LivePolicy {
                 Err(e) => return self.fail_closed(&e),
             },
         };
-        match instance.decide(facts) {
+        let from_registrar = self
+            .registrars
+            .trusts(facts.request_user(), facts.source().ip());
+        match instance.decide(facts.with_from_registrar(from_registrar)) {
             Ok(verdict) => {
                 self.instance = Some(instance);
                 verdict
@@ -125,7 +136,7 @@ impl Admit for LivePolicy {
     }
 
     fn knows_source(&self, source: IpAddr) -> bool {
-        self.current.known_sources.contains(source)
+        self.current.known_sources.contains(source) || self.registrars.knows(source)
     }
 
     fn wants_header(&self, name: &str) -> bool {

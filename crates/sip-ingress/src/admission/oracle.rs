@@ -64,6 +64,7 @@ impl Admit for NativeRules {
             source: facts.source().ip(),
             from_user: facts.from_user(),
             request_user: facts.request_user(),
+            from_registrar: facts.from_registrar(),
         };
         match self.world.decide(&invite) {
             Admission::Forward { slot } => match ForwardRef::new(&self.forwards, slot as usize) {

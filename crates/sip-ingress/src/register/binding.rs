@@ -42,7 +42,7 @@ pub const MOST_ERRORS: usize = 50;
 const T2: Duration = Duration::from_secs(4);
 
 /// What a binding registers, and with which credentials.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     /// The user part of the address of record (the extension).
     pub user: String,
