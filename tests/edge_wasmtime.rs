@@ -67,7 +67,7 @@ fn the_demo_configuration_loads_and_asks_for_ticks() {
     assert!(
         vm.logs()
             .iter()
-            .any(|l| l.contains("22 routes, 2 API keys")),
+            .any(|l| l.contains("23 routes, 2 API keys")),
         "{:?}",
         vm.logs()
     );

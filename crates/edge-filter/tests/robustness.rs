@@ -32,7 +32,7 @@ const KEYS: [(&str, &str); 2] = [
 
 /// The demo routes: method, path with `{}` for a parameter, and for the routes with a body
 /// schema a valid body, in which `{secret}` stands for a password made up for the case.
-const ROUTES: [(&str, &str, Option<&str>); 22] = [
+const ROUTES: [(&str, &str, Option<&str>); 23] = [
     (
         "PUT",
         "/v1/agents/{}/sip-registration",
@@ -43,6 +43,7 @@ const ROUTES: [(&str, &str, Option<&str>); 22] = [
     ("GET", "/v1/agents/{}/sip-registration", None),
     ("DELETE", "/v1/agents/{}/sip-registration", None),
     ("GET", "/v1/agents/{}/sip-registration/status", None),
+    ("GET", "/v1/agents/{}/sip-registration/errors", None),
     ("GET", "/v1/sip/ip-access-list", None),
     (
         "POST",

@@ -18,10 +18,14 @@
 //! GET    /v1/agents/{agentId}/sip-registration/status 200 {"agentId", "registrationEnabled",
 //!                                                     "lifecycleStatus", "sipStatus", "message",
 //!                                                     "lastRefreshed"} (seed 002's words)
+//! GET    /v1/agents/{agentId}/sip-registration/errors 200 [{"timestamp", "message", "code"}],
+//!                                                     newest first
 //! ```
 //!
 //! A registration makes its agent addressable by username and DID at the ingress's agent gateway
-//! (`[api] agent_gateway`), with its X-Dest-User, through its proxy when it has one.
+//! (`[api] agent_gateway`), with its X-Dest-User, and the registration client registers it to
+//! its PBX. Its status and errors are what the client reported ([`Board`]): `Pending` until the
+//! client takes it up, `online` only after the registrar's 2xx.
 //!
 //! Bodies are validated with the same `policy` rules as the edge and refused with the same
 //! RFC 9457 documents, so the API is safe when called without the edge too. A write returns once
@@ -44,6 +48,7 @@ use policy::{Problem, ProblemKind, parse_body};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::register::status::{BindingKey, Board, Report, sip_status_word};
 use crate::store::{AccessRecord, RouteRecord, Store};
 
 /// Where agents registered through the API are reached, unless `[api] agent_gateway` says.
@@ -70,12 +75,18 @@ pub type Apply = oneshot::Sender<Result<(), String>>;
 pub struct Api {
     store: Arc<Store>,
     apply: mpsc::Sender<Apply>,
+    board: Board,
 }
 
 impl Api {
-    /// An API over `store`, asking for every change to be put in force through `apply`.
-    pub fn new(store: Arc<Store>, apply: mpsc::Sender<Apply>) -> Self {
-        Self { store, apply }
+    /// An API over `store`, asking for every change to be put in force through `apply`, with
+    /// the registration client's reports on `board`.
+    pub fn new(store: Arc<Store>, apply: mpsc::Sender<Apply>, board: Board) -> Self {
+        Self {
+            store,
+            apply,
+            board,
+        }
     }
 
     /// Puts the stored configuration in force.
@@ -410,24 +421,75 @@ async fn get_registration(
     })
 }
 
+/// What the registration client reported of `tenant`'s registration for `agent_id`; None
+/// until it has taken it up.
+fn registration_report(api: &Api, tenant: &str, agent_id: &str) -> Option<Report> {
+    api.board.get(&BindingKey::Registration {
+        tenant: tenant.to_owned(),
+        agent_id: agent_id.to_owned(),
+    })
+}
+
+/// Seed 002's status object of `report`.
+fn status_json(report: Option<Report>) -> serde_json::Value {
+    match report {
+        None => json!({
+            "lifecycleStatus": "Pending",
+            "sipStatus": null,
+            "message": "saved; the registration client has not taken it up yet",
+            "lastRefreshed": null,
+        }),
+        Some(report) => json!({
+            "lifecycleStatus": report.lifecycle.as_str(),
+            "sipStatus": report.sip.map(sip_status_word),
+            "message": report.message,
+            "lastRefreshed": report.last_refreshed,
+        }),
+    }
+}
+
+/// Seed 002's errors list of `report`, newest first.
+fn errors_json(report: Option<Report>) -> serde_json::Value {
+    let errors = report.map(|report| report.errors).unwrap_or_default();
+    serde_json::Value::Array(
+        errors
+            .iter()
+            .map(|error| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(error.unix);
+                json!({
+                    "timestamp": humantime::format_rfc3339_seconds(at).to_string(),
+                    "message": error.message,
+                    "code": error.code,
+                })
+            })
+            .collect(),
+    )
+}
+
 async fn registration_status(
     State(api): State<Arc<Api>>,
     Tenant(tenant): Tenant,
     Path(agent_id): Path<String>,
 ) -> Response {
-    // A status says only what a registrar's answer proved, and the ingress does not register
-    // to PBXs yet (issue 21): the registration is saved and names its agent, nothing more.
+    with_registration(&api, &tenant, &agent_id, |_| {
+        let mut status = status_json(registration_report(&api, &tenant, &agent_id));
+        if let Some(object) = status.as_object_mut() {
+            object.insert("agentId".into(), json!(agent_id));
+            object.insert("registrationEnabled".into(), json!(true));
+        }
+        json(StatusCode::OK, &status)
+    })
+}
+
+async fn registration_errors(
+    State(api): State<Arc<Api>>,
+    Tenant(tenant): Tenant,
+    Path(agent_id): Path<String>,
+) -> Response {
     with_registration(&api, &tenant, &agent_id, |_| {
         json(
             StatusCode::OK,
-            &json!({
-                "agentId": agent_id,
-                "registrationEnabled": true,
-                "lifecycleStatus": "Pending",
-                "sipStatus": null,
-                "message": "not registered: this ingress does not send REGISTER to PBXs yet",
-                "lastRefreshed": null,
-            }),
+            &errors_json(registration_report(&api, &tenant, &agent_id)),
         )
     })
 }
@@ -481,6 +543,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/v1/agents/{agent_id}/sip-registration/status",
             get(registration_status),
+        )
+        .route(
+            "/v1/agents/{agent_id}/sip-registration/errors",
+            get(registration_errors),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

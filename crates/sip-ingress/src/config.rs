@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::admission::config::{AdmissionConfig, PolicyConfig, RawPolicy};
 use crate::api::{ApiConfig, DEFAULT_GATEWAY};
 use crate::proxy::{DEFAULT_TIMER_C, Timers};
+use crate::register::RegistrationConfig;
 use crate::transport::TransportConfig;
 
 /// The demo world's configuration text.
@@ -39,8 +40,40 @@ struct RawConfig {
     policy: RawPolicy,
     api: Option<RawApi>,
     #[serde(default)]
+    registration: RawRegistration,
+    #[serde(default)]
     tenants: Vec<RawTenant>,
 }
+
+/// The registration client's settings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistration {
+    #[serde(default = "default_expires")]
+    expires: u32,
+    #[serde(default = "default_max_per_second")]
+    max_per_second: u32,
+}
+
+impl Default for RawRegistration {
+    fn default() -> Self {
+        Self {
+            expires: default_expires(),
+            max_per_second: default_max_per_second(),
+        }
+    }
+}
+
+fn default_expires() -> u32 {
+    RegistrationConfig::default().expires
+}
+
+fn default_max_per_second() -> u32 {
+    RegistrationConfig::default().max_per_second
+}
+
+/// The longest interval a REGISTER may ask for: a day.
+const MOST_EXPIRES: u32 = 86_400;
 
 /// The control-plane API and its database; no API when absent.
 #[derive(Deserialize)]
@@ -169,6 +202,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// The control-plane API, if served.
     pub api: Option<ApiConfig>,
+    /// The registration client (`[registration]`).
+    pub registration: RegistrationConfig,
 }
 
 /// Why a configuration is refused: every problem, each naming its key.
@@ -249,6 +284,18 @@ impl Config {
                 None
             }
         };
+        if !(60..=MOST_EXPIRES).contains(&raw.registration.expires) {
+            problems.push(format!(
+                "registration.expires: {} is not from 60 to {MOST_EXPIRES} s",
+                raw.registration.expires
+            ));
+        }
+        if !(1..=10_000).contains(&raw.registration.max_per_second) {
+            problems.push(format!(
+                "registration.max_per_second: {} is not from 1 to 10000",
+                raw.registration.max_per_second
+            ));
+        }
         let policy = PolicyConfig::check(raw.policy, &mut problems);
         if let Some(api) = &raw.api
             && !(api.agent_gateway.starts_with("sip:{username}@")
@@ -325,6 +372,10 @@ impl Config {
                 database: api.database,
                 agent_gateway: api.agent_gateway,
             }),
+            registration: RegistrationConfig {
+                expires: raw.registration.expires,
+                max_per_second: raw.registration.max_per_second,
+            },
         })
     }
 }

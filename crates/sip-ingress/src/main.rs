@@ -21,6 +21,9 @@ use sip_ingress::api::Api;
 use sip_ingress::config::{Config, DEMO};
 use sip_ingress::metrics::Metrics;
 use sip_ingress::proxy::Proxy;
+use sip_ingress::register::bindings::Bindings;
+use sip_ingress::register::service::{STOP_WITHIN, Service};
+use sip_ingress::register::status::Board;
 use sip_ingress::reload::{self, Reloader};
 use sip_ingress::store::Store;
 use sip_ingress::transport;
@@ -207,7 +210,33 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
         let policy = LivePolicy::new(updates.clone(), registrars.clone(), Arc::clone(&metrics));
         Proxy::new(Box::new(policy), local, config.flood, config.timers)
     };
-    transport::listen(&config.transport, proxy_for, &metrics, &mut tasks).await?;
+    let link = transport::listen(&config.transport, proxy_for, &metrics, &mut tasks).await?;
+    let initial = match store.as_deref() {
+        Some(store) => reload::desired_bindings(store)?,
+        None => Vec::new(),
+    };
+    let (publish_bindings, desired) = watch::channel(Arc::new(initial));
+    let (stop, stopping) = watch::channel(false);
+    let board = Board::default();
+    let bindings = Bindings::new(
+        link.local,
+        config.registration,
+        config.timers.t1,
+        Box::new(sip_ingress::random::u64),
+        registrars.clone(),
+        board.clone(),
+    );
+    let client = tokio::spawn(
+        Service::new(
+            bindings,
+            link,
+            desired,
+            stopping,
+            board.clone(),
+            Arc::clone(&metrics),
+        )
+        .run(),
+    );
     let mut reloader = Reloader::new(
         engine,
         config_path,
@@ -221,22 +250,31 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
             .map_err(|e| format!("cannot serve the API on {}: {e}", api.listen))?;
         tracing::info!(addr = %api.listen, database = %api.database.display(), "serving the control-plane API");
         let (apply, applies) = mpsc::channel(16);
-        let router = sip_ingress::api::router(Arc::new(Api::new(Arc::clone(&store), apply)));
+        let api_state = Api::new(Arc::clone(&store), apply, board);
+        let router = sip_ingress::api::router(Arc::new(api_state));
         tasks.spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!("API server stopped: {e}");
             }
         });
-        reloader = reloader.with_store(store, applies);
+        reloader = reloader.with_store(store, applies, publish_bindings);
     }
     tasks.spawn(reloader.run());
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("stopping");
-            Ok(())
-        }
-        Some(result) = tasks.join_next() => {
-            Err(format!("a transport stopped: {result:?}"))
-        }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok("SIGINT"),
+        _ = terminate.recv() => Ok("SIGTERM"),
+        Some(result) = tasks.join_next() => Err(format!("a transport stopped: {result:?}")),
+    };
+    let signal = outcome?;
+    tracing::info!(signal, "stopping");
+    let _ = stop.send(true);
+    // The client bounds its own removals by STOP_WITHIN; this only keeps a stuck one from
+    // holding the process.
+    let grace = STOP_WITHIN + std::time::Duration::from_millis(500);
+    if tokio::time::timeout(grace, client).await.is_err() {
+        tracing::warn!("the registration client did not stop in time");
     }
+    Ok(())
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::TcpListener;
 
 /// One metric family: its type and help text.
-const FAMILIES: [(&str, &str, &str); 15] = [
+const FAMILIES: [(&str, &str, &str); 19] = [
     (
         "sip_ingress_messages_total",
         "counter",
@@ -88,6 +88,26 @@ const FAMILIES: [(&str, &str, &str); 15] = [
         "sip_ingress_transactions",
         "gauge",
         "INVITE transactions held, by listening socket",
+    ),
+    (
+        "sip_ingress_registrations",
+        "gauge",
+        "Registration bindings, by lifecycle status and SIP status (none unless running)",
+    ),
+    (
+        "sip_ingress_register_requests_total",
+        "counter",
+        "REGISTER requests sent to registrars, retransmissions included",
+    ),
+    (
+        "sip_ingress_register_answers_total",
+        "counter",
+        "Registrars' answers to REGISTER, by status code",
+    ),
+    (
+        "sip_ingress_register_retries_total",
+        "counter",
+        "Registration attempts made after a failure (no answer, a transport error, rejected credentials, a refusal)",
     ),
 ];
 
@@ -176,6 +196,50 @@ impl Metrics {
         let labels = format!("socket=\"{socket}\"");
         self.set("sip_ingress_dialogs", labels.clone(), dialogs as u64);
         self.set("sip_ingress_transactions", labels, transactions as u64);
+    }
+
+    /// Adds `sent` REGISTERs and `retries` attempts after failures.
+    pub fn registers(&self, sent: u64, retries: u64) {
+        let mut series = self.series();
+        if sent > 0 {
+            *series
+                .entry("sip_ingress_register_requests_total")
+                .or_default()
+                .entry(String::new())
+                .or_default() += sent;
+        }
+        if retries > 0 {
+            *series
+                .entry("sip_ingress_register_retries_total")
+                .or_default()
+                .entry(String::new())
+                .or_default() += retries;
+        }
+    }
+
+    /// Counts a registrar's answer `code` to a REGISTER.
+    pub fn register_answer(&self, code: u16) {
+        self.count(
+            "sip_ingress_register_answers_total",
+            format!("code=\"{code}\""),
+        );
+    }
+
+    /// Records how many bindings stand where (replacing the previous counts): by lifecycle
+    /// status and SIP status, both in seed 002's words.
+    pub fn registrations(
+        &self,
+        counts: impl IntoIterator<Item = (&'static str, &'static str, usize)>,
+    ) {
+        let mut series = self.series();
+        let gauge = series.entry("sip_ingress_registrations").or_default();
+        gauge.clear();
+        for (lifecycle, sip, count) in counts {
+            gauge.insert(
+                format!("lifecycle=\"{lifecycle}\",sip_status=\"{sip}\""),
+                count as u64,
+            );
+        }
     }
 
     /// The Prometheus text exposition (version 0.0.4).

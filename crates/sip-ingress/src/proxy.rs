@@ -31,6 +31,8 @@
 //!   [`Proxy::take_lookups`], [`Proxy::on_resolved`]): the caller has its 100 Trying at once
 //!   and the INVITE is held, then forwarded to the first address of a family the ingress can
 //!   send to, or answered 503.
+//! * A response whose only Via is ours, to a REGISTER, answers the ingress's own registration
+//!   client: [`Event::OwnResponse`], which the transport loop hands over.
 //! * OPTIONS addressed to the ingress itself is answered 200.
 //! * An initial INVITE that already carries a Via of the ingress's own address has come back
 //!   through it: 482 Loop Detected (RFC 3261 section 16.3). The ingress only forwards to agents,
@@ -65,9 +67,10 @@ use crate::sip::head::{Head, split_list};
 use crate::sip::{Transport, response, uri, via};
 use branch::{BranchKey, forwarded_invite_branch, transaction_key};
 use dialog::{DIALOG_LIFETIME, Dialog};
-use lookup::{Lookups, reachable};
+use lookup::Lookups;
 use transaction::{AdmittedInvite, InviteFields, InviteTransaction, Phase, TRANSACTION_LIFETIME};
 
+pub(crate) use lookup::reachable;
 pub use lookup::{FAILED_LOOKUP_LIFETIME, MOST_ADDRESSES_TRIED, RESOLVED_LIFETIME};
 pub use output::{Event, Failover, Outgoing};
 pub use transaction::{DEFAULT_T1, DEFAULT_TIMER_C, Timers};
@@ -656,6 +659,10 @@ impl Proxy {
             .is_some_and(|hp| self.is_local(&hp));
         if !ours {
             return (Vec::new(), Event::Dropped);
+        }
+        let only_ours = elements.len() == 1 && head.all("Via").nth(1).is_none();
+        if only_ours && head.cseq_method() == "REGISTER" {
+            return (Vec::new(), Event::OwnResponse);
         }
         if head.cseq_method() == "CANCEL" {
             // Only the ingress's own CANCELs carry its Via: the agent answered one, which need

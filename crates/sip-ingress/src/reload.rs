@@ -5,8 +5,10 @@
 //! A reload builds a new [`Generation`] (read, compile, instantiate, load) off the proxy cores,
 //! and publishes it only if all of that worked; otherwise the error is logged and the policy in
 //! force stays. What a reload applies: the policy module and `[policy]`, `[admission]` and the
-//! tenants. The `[sip]` settings (listening addresses, timers, host names), the flood limit and
-//! metrics need a restart; a reload that changes them says so in the log.
+//! tenants; with a store, also the registration bindings it holds (published to the
+//! registration client). The `[sip]` settings (listening addresses, timers, host names), the
+//! flood limit, metrics, the API and `[registration]` need a restart; a reload that changes them
+//! says so in the log.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::admission::wasm::PolicyEngine;
 use crate::api::{Apply, DEFAULT_GATEWAY};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::register::spec::{self, Desired};
 use crate::store::Store;
 
 /// How often the files are checked for changes.
@@ -66,6 +69,12 @@ pub fn build_with_store(
     }
 }
 
+/// The registration bindings `store` holds.
+pub fn desired_bindings(store: &Store) -> Result<Vec<Desired>, String> {
+    let records = store.all_registrations().map_err(|e| e.to_string())?;
+    Ok(spec::desired(&records))
+}
+
 /// What identifies a file's version without reading it.
 type Stamp = Option<(SystemTime, u64)>;
 
@@ -77,8 +86,13 @@ fn stamp(path: &Path) -> Stamp {
 /// The settings a reload cannot change.
 fn fixed(config: &Config) -> String {
     format!(
-        "{:?} {:?} {:?} {:?} {:?}",
-        config.transport, config.timers, config.flood, config.metrics, config.api
+        "{:?} {:?} {:?} {:?} {:?} {:?}",
+        config.transport,
+        config.timers,
+        config.flood,
+        config.metrics,
+        config.api,
+        config.registration
     )
 }
 
@@ -90,6 +104,8 @@ pub struct Reloader {
     config: Config,
     store: Option<Arc<Store>>,
     applies: Option<mpsc::Receiver<Apply>>,
+    /// Where the registration bindings the store holds are published.
+    bindings: Option<watch::Sender<Arc<Vec<Desired>>>>,
     publish: watch::Sender<Arc<Generation>>,
     metrics: Arc<Metrics>,
 }
@@ -109,15 +125,23 @@ impl Reloader {
             config,
             store: None,
             applies: None,
+            bindings: None,
             publish,
             metrics,
         }
     }
 
-    /// Also puts `store`'s content in force, initially and on each request from `applies`.
-    pub fn with_store(mut self, store: Arc<Store>, applies: mpsc::Receiver<Apply>) -> Self {
+    /// Also puts `store`'s content in force, initially and on each request from `applies`: the
+    /// admission snapshot, and the registration bindings published to `bindings`.
+    pub fn with_store(
+        mut self,
+        store: Arc<Store>,
+        applies: mpsc::Receiver<Apply>,
+        bindings: watch::Sender<Arc<Vec<Desired>>>,
+    ) -> Self {
         self.store = Some(store);
         self.applies = Some(applies);
+        self.bindings = Some(bindings);
         self
     }
 
@@ -167,15 +191,20 @@ impl Reloader {
         let engine = Arc::clone(&self.engine);
         let store = self.store.clone();
         let config = self.config.clone();
-        let generation = tokio::task::spawn_blocking(move || {
-            build_with_store(&engine, &config, store.as_deref())
+        let built = tokio::task::spawn_blocking(move || {
+            let generation = build_with_store(&engine, &config, store.as_deref())?;
+            let bindings = store.as_deref().map(desired_bindings).transpose()?;
+            Ok::<_, String>((generation, bindings))
         })
         .await
         .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
-        match generation {
-            Ok(generation) => {
+        match built {
+            Ok((generation, bindings)) => {
                 self.metrics.policy_reload(true);
                 self.publish.send_replace(Arc::new(generation));
+                if let (Some(publish), Some(bindings)) = (&self.bindings, bindings) {
+                    publish.send_replace(Arc::new(bindings));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -205,7 +234,7 @@ impl Reloader {
             Ok((config, generation)) => {
                 if fixed(&config) != current {
                     tracing::warn!(
-                        "reload: [sip], [flood] and [metrics] changes apply only after a restart"
+                        "reload: [sip], [flood], [metrics], [api] and [registration] changes apply only after a restart"
                     );
                 }
                 let sha256 = generation.sha256().to_owned();

@@ -63,6 +63,8 @@ pub fn count(metrics: &Metrics, event: &Event) {
             metrics.count("sip_ingress_responses_absorbed_total", String::new());
         }
         Event::Dropped => metrics.count("sip_ingress_dropped_total", String::new()),
+        // The registration client counts its answers itself.
+        Event::OwnResponse => {}
         Event::AwaitingName => {
             metrics.count("sip_ingress_invites_awaiting_name_total", String::new())
         }

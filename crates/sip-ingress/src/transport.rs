@@ -5,6 +5,10 @@
 //! Each core owns its [`Proxy`] and runs in one task (`run_core`), so the proxy's state needs
 //! no lock: a message, a timer, a lookup's answer or an undeliverable message is handled to the
 //! end, and what it gives to send is sent, before the next.
+//!
+//! The first address also carries the registration client (`crate::register::service`): it
+//! sends through that address's [`Sender`], and the core hands it the responses to its
+//! REGISTERs and the REGISTERs a connection could not take ([`ClientLink`]).
 
 pub mod resolve;
 pub mod tcp;
@@ -19,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::metrics::Metrics;
-use crate::proxy::{Outgoing, Proxy};
+use crate::proxy::{Event, Outgoing, Proxy};
 use crate::report;
 use crate::sip::{Transport, response};
 use resolve::{Resolved, Resolver};
@@ -47,19 +51,57 @@ pub struct TransportConfig {
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
 }
 
+/// What the first listening address's core hands the registration client: the responses to
+/// its REGISTERs (those whose only Via is ours) and the REGISTERs a connection could not take.
+#[derive(Debug)]
+pub enum ForClient {
+    /// A response from `source`.
+    Response {
+        /// The message.
+        bytes: Vec<u8>,
+        /// Where it came from.
+        source: SocketAddr,
+    },
+    /// A request that could not be sent to `peer`.
+    Undeliverable {
+        /// The request.
+        bytes: Vec<u8>,
+        /// Where it was to go.
+        peer: SocketAddr,
+    },
+}
+
+/// The registration client's way in and out through the first listening address.
+pub struct ClientLink {
+    /// The address: REGISTERs leave from it and name it in their Via and Contact.
+    pub local: SocketAddr,
+    /// Sends as that address's core does.
+    pub sender: Sender,
+    /// What the core hands over.
+    pub messages: mpsc::Receiver<ForClient>,
+    /// Looks up registrars' names (with `[sip.hosts]` as overrides), answering to `resolved`.
+    pub resolver: Resolver,
+    /// The lookups' answers.
+    pub resolved: mpsc::Receiver<Resolved>,
+}
+
 /// Binds every address of `config` and spawns its proxy core (the proxy `proxy_for` makes for
-/// the bound address) and its TCP listener into `tasks`.
+/// the bound address) and its TCP listener into `tasks`. Returns the link through which the
+/// registration client sends and receives at the first address.
 pub async fn listen(
     config: &TransportConfig,
     mut proxy_for: impl FnMut(SocketAddr) -> Proxy,
     metrics: &Arc<Metrics>,
     tasks: &mut JoinSet<()>,
-) -> Result<(), String> {
+) -> Result<ClientLink, String> {
     let hosts = Arc::new(config.hosts.clone());
+    let mut link = None;
     for addr in &config.udp {
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
+        let socket = Arc::new(
+            UdpSocket::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?,
+        );
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%local, "listening on udp");
         let connections = Arc::new(Connections::default());
@@ -77,42 +119,57 @@ pub async fn listen(
                 config.tcp_connections_per_source,
             ));
         }
-        let (answers, resolved) = mpsc::channel(CORE_QUEUE);
-        let transports = Transports {
+        let sender = Sender {
             socket,
             connections,
-            inbound,
             core,
             tcp_idle: config.tcp_idle,
+        };
+        let client = if link.is_none() {
+            let (to_client, messages) = mpsc::channel(CORE_QUEUE);
+            let (answers, resolved) = mpsc::channel(CORE_QUEUE);
+            link = Some(ClientLink {
+                local,
+                sender: sender.clone(),
+                messages,
+                resolver: Resolver::new(Arc::clone(&hosts), answers),
+                resolved,
+            });
+            Some(to_client)
+        } else {
+            None
+        };
+        let (answers, resolved) = mpsc::channel(CORE_QUEUE);
+        let transports = Transports {
+            sender,
+            inbound,
             resolver: Resolver::new(Arc::clone(&hosts), answers),
             resolved,
+            client,
         };
         tasks.spawn(run_core(transports, proxy_for(local), Arc::clone(metrics)));
     }
-    Ok(())
+    link.ok_or_else(|| "sip.udp: at least one address is required".to_owned())
 }
 
-/// What one listening address receives from and sends through.
-struct Transports {
-    socket: UdpSocket,
+/// How one listening address sends: its UDP socket, its TCP connections (opened as needed).
+#[derive(Clone)]
+pub struct Sender {
+    socket: Arc<UdpSocket>,
     connections: Arc<Connections>,
-    inbound: mpsc::Receiver<Inbound>,
     /// Where messages from connections the ingress opens go (the core's own inbound queue).
     core: mpsc::Sender<Inbound>,
-    /// How long a connection to an agent may stay silent.
+    /// How long a connection the ingress opens may stay silent.
     tcp_idle: Duration,
-    /// Looks up agents' host names, and where the core reads their answers.
-    resolver: Resolver,
-    resolved: mpsc::Receiver<Resolved>,
 }
 
-impl Transports {
+impl Sender {
     /// Sends over the connection to the destination when there is one, else as the message
     /// asks: a UDP datagram, or over a new TCP connection; a response to a request that came
     /// over TCP on a connection that has closed goes over a new one (RFC 3261 section 18.2.2).
     /// Gives the bytes back when they cannot be sent now; a connection that cannot be opened
-    /// gives its messages back later, as [`Inbound::Undeliverable`].
-    async fn send(&self, out: Outgoing) -> Result<(), Vec<u8>> {
+    /// gives its messages back later to the core, as [`Inbound::Undeliverable`].
+    pub async fn send(&self, out: Outgoing) -> Result<(), Vec<u8>> {
         let Outgoing {
             to,
             transport,
@@ -143,7 +200,20 @@ impl Transports {
             .send_or_connect(to, bytes, &self.core, self.tcp_idle)
             .inspect_err(|_| tracing::warn!(%to, "tcp send failed: the connection's queue is full"))
     }
+}
 
+/// What one listening address receives from and sends through.
+struct Transports {
+    sender: Sender,
+    inbound: mpsc::Receiver<Inbound>,
+    /// Looks up agents' host names, and where the core reads their answers.
+    resolver: Resolver,
+    resolved: mpsc::Receiver<Resolved>,
+    /// The registration client, at the first address only.
+    client: Option<mpsc::Sender<ForClient>>,
+}
+
+impl Transports {
     /// Sends what the proxy core gave to send. What cannot be sent goes back to the core
     /// ([`Proxy::on_undeliverable`]), and the answers it gives for that are sent in turn.
     async fn deliver(&self, proxy: &mut Proxy, metrics: &Metrics, outgoing: Vec<Outgoing>) {
@@ -154,11 +224,21 @@ impl Transports {
             let mut answers = Vec::new();
             for out in batch {
                 let to = out.to;
-                if let Err(bytes) = self.send(out).await {
+                if let Err(bytes) = self.sender.send(out).await {
                     answers.extend(undeliverable(proxy, metrics, &bytes, to));
                 }
             }
             batch = answers;
+        }
+    }
+
+    /// Hands `message` to the registration client; dropped (and so retried by the client's
+    /// own timers) when there is none or its queue is full.
+    fn to_client(&self, message: ForClient) {
+        if let Some(client) = &self.client
+            && client.try_send(message).is_err()
+        {
+            tracing::warn!("the registration client's queue is full: a message to it was dropped");
         }
     }
 }
@@ -181,6 +261,7 @@ fn undeliverable(
 /// on the UDP socket and on the TCP connections of that address.
 async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Metrics>) {
     let socket_label = transports
+        .sender
         .socket
         .local_addr()
         .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
@@ -188,7 +269,7 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
     let mut expiry = tokio::time::interval(Duration::from_secs(1));
     loop {
         let (bytes, source, transport) = tokio::select! {
-            received = transports.socket.recv_from(&mut buffer) => match received {
+            received = transports.sender.socket.recv_from(&mut buffer) => match received {
                 Ok((length, source)) => (buffer[..length].to_vec(), source, Transport::Udp),
                 Err(e) => {
                     tracing::warn!("udp receive failed: {e}");
@@ -197,6 +278,10 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
             },
             Some(inbound) = transports.inbound.recv() => match inbound {
                 Inbound::Message { bytes, source } => (bytes, source, Transport::Tcp),
+                Inbound::Undeliverable { bytes, peer } if bytes.starts_with(b"REGISTER ") => {
+                    transports.to_client(ForClient::Undeliverable { bytes, peer });
+                    continue;
+                }
                 Inbound::Undeliverable { bytes, peer } => {
                     let answers = undeliverable(&mut proxy, &metrics, &bytes, peer);
                     transports.deliver(&mut proxy, &metrics, answers).await;
@@ -230,6 +315,9 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
         let (outgoing, event) = proxy.on_message(&bytes, source, transport, Instant::now());
         metrics.message(transport.as_str());
         report::event(&metrics, &event, source);
+        if event == Event::OwnResponse {
+            transports.to_client(ForClient::Response { bytes, source });
+        }
         metrics.live(&socket_label, proxy.live());
         transports.resolver.look_up(proxy.take_lookups());
         transports.deliver(&mut proxy, &metrics, outgoing).await;

@@ -17,6 +17,7 @@ use axum::http::{Request, StatusCode, header};
 use proptest::prelude::*;
 use serde_json::Value;
 use sip_ingress::api::{Api, Apply, router};
+use sip_ingress::register::status::Board;
 use sip_ingress::store::Store;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
@@ -289,7 +290,7 @@ async fn run(steps: &[(usize, Op)]) -> Result<(), TestCaseError> {
             let _ = done.send(Ok(()));
         }
     });
-    let app = router(Arc::new(Api::new(store, apply)));
+    let app = router(Arc::new(Api::new(store, apply, Board::default())));
     let mut model = Model::default();
 
     let answer = send(&app, None, "GET", "/v1/sip/ip-access-list", None).await;

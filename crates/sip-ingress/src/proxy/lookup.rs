@@ -26,7 +26,7 @@ pub const MOST_ADDRESSES_TRIED: usize = 4;
 /// The addresses a request over `transport` from `local` can go to, in order, at most
 /// [`MOST_ADDRESSES_TRIED`]: over UDP it leaves by our socket, so they must be of the socket's
 /// family; a TCP connection can be opened to either.
-pub(super) fn reachable(
+pub(crate) fn reachable(
     local: SocketAddr,
     addresses: &[IpAddr],
     transport: Transport,

@@ -81,6 +81,9 @@ pub enum Event {
     ResponseAbsorbed,
     /// A message was answered by the ingress itself (400, 416, 481, OPTIONS 200...).
     Answered(u16),
+    /// A response to a request the ingress sent itself (its only Via is ours, its CSeq method
+    /// REGISTER): for the registration client, which the transport loop hands it to.
+    OwnResponse,
     /// A message was dropped.
     Dropped,
 }

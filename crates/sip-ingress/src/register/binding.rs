@@ -38,6 +38,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 const MOST_BACKOFF: Duration = Duration::from_secs(30 * 60);
 /// The most errors a binding keeps, newest first.
 pub const MOST_ERRORS: usize = 50;
+/// The code of an attempt no answer came to (Timer F): 408 Request Timeout.
+pub const TIMED_OUT: u16 = 408;
+/// The code of an attempt that could not be sent: 503 Service Unavailable.
+pub const TRANSPORT_ERROR: u16 = 503;
 /// RFC 3261's T2: the longest interval between retransmissions of a non-INVITE request.
 const T2: Duration = Duration::from_secs(4);
 
@@ -57,7 +61,7 @@ pub struct Account {
 }
 
 /// Where a binding stands with its registrar, in seed 002's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SipStatus {
     /// No REGISTER has been accepted yet, or the last attempt failed.
     Registering,
@@ -74,8 +78,10 @@ pub struct RegistrationError {
     pub unix: u64,
     /// What happened, in words (never the password).
     pub message: String,
-    /// The registrar's status code, or None when no answer came.
-    pub code: Option<u16>,
+    /// The registrar's status code, or the one RFC 3261 section 8.1.3.1 has a client take
+    /// when there was none: [`TIMED_OUT`] when no answer came, [`TRANSPORT_ERROR`] when the
+    /// request could not be sent (seed 002 gives every error a code).
+    pub code: u16,
 }
 
 /// The randomness a binding draws on: a new value each call.
@@ -180,6 +186,16 @@ impl Binding {
         self.status
     }
 
+    /// How many attempts failed since the last 2xx.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Whether the binding waits for its next REGISTER (none is in flight).
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.state, State::Waiting(_))
+    }
+
     /// The unix time of the last 2xx, if any.
     pub fn last_refreshed(&self) -> Option<u64> {
         self.last_refreshed
@@ -220,7 +236,7 @@ impl Binding {
                     now,
                     unix,
                     "the registrar did not answer",
-                    None,
+                    TIMED_OUT,
                     removal,
                     random,
                 );
@@ -252,7 +268,7 @@ impl Binding {
     pub fn on_transport_error(&mut self, now: Instant, unix: u64, why: &str, random: Random<'_>) {
         if let State::Sending(attempt) = &self.state {
             let removal = attempt.removal;
-            self.fail(now, unix, why, None, removal, random);
+            self.fail(now, unix, why, TRANSPORT_ERROR, removal, random);
         }
     }
 
@@ -312,14 +328,14 @@ impl Binding {
                     }
                     None => {
                         let message = "423 Interval Too Brief without a longer Min-Expires";
-                        self.fail(now, unix, message, Some(423), removal, random);
+                        self.fail(now, unix, message, 423, removal, random);
                         None
                     }
                 }
             }
             code => {
                 let message = format!("the registrar answered {code} {}", reason(response));
-                self.fail(now, unix, &message, Some(code), removal, random);
+                self.fail(now, unix, &message, code, removal, random);
                 None
             }
         }
@@ -352,7 +368,7 @@ impl Binding {
                 Some(Err(e)) => format!("cannot answer the {} challenge: {e}", response.code),
                 _ => format!("a {} without a {name}", response.code),
             };
-            self.fail(now, unix, &why, Some(response.code), removal, random);
+            self.fail(now, unix, &why, response.code, removal, random);
             return None;
         };
         let with_credentials = matches!(&self.state, State::Sending(a) if a.with_credentials);
@@ -361,7 +377,7 @@ impl Binding {
                 "the registrar refused the credentials ({} again after answering one)",
                 response.code
             );
-            self.fail(now, unix, &message, Some(response.code), removal, random);
+            self.fail(now, unix, &message, response.code, removal, random);
             return None;
         }
         self.answering = Some(Answering {
@@ -392,7 +408,7 @@ impl Binding {
         now: Instant,
         unix: u64,
         message: &str,
-        code: Option<u16>,
+        code: u16,
         removal: bool,
         random: Random<'_>,
     ) {
