@@ -318,7 +318,7 @@ fn bench(name: Option<&str>) -> Result<()> {
 fn up() -> Result<()> {
     wasm()?;
     let envoy = ensure_envoy()?;
-    ensure_debian_packages(&[("sipp", "sip-tester")])?;
+    ensure_debian_packages(&[("sipp", "sip-tester"), ("kamailio", "kamailio")])?;
     run(cargo().args(["build", "--release", "-p", "sip-ingress"]))?;
     let ingress_binary = root().join("target").join("release").join("sip-ingress");
     println!(
@@ -327,6 +327,8 @@ fn up() -> Result<()> {
          \n               agents sales / +15550100001 and support / +15550100002 at 127.0.0.1:5090\
          \n               (support through the proxy 127.0.0.1:5091), acme-bot / +15550100003\
          \n  demo agent   SIPp answering calls on udp 127.0.0.1:5090, and the demo proxy on 5091\
+         \n  demo PBX     Kamailio on udp and tcp 127.0.0.1:5070, a registrar with digest auth:\
+         \n               extension 1001, password demo-1001 (log: target/demo/pbx.log)\
          \n  metrics      http://127.0.0.1:9090/metrics\
          \n  edge         http://127.0.0.1:10000/v1/... (Envoy with edge_filter.wasm)\
          \n  admin        http://127.0.0.1:9901/stats?filter=wasmcustom\
@@ -341,11 +343,29 @@ fn up() -> Result<()> {
         .current_dir(root())
         .spawn()
         .with_context(|| format!("starting {}", ingress_binary.display()))?;
-    // The demo agents: SIPp's built-in answering scenario, quiet, on the agent and proxy ports.
+    // The demo agents: SIPp answering every call with the tests' agent scenario (which keeps the
+    // Record-Route in its answers, so the caller's BYE comes back through the ingress and any
+    // PBX on the way), quiet, on the agent and proxy ports.
+    let demo = root().join("target").join("demo");
+    let agent_scenario = demo.join("agent.xml");
+    std::fs::create_dir_all(&demo)?;
+    let scenario = std::fs::read_to_string(
+        root()
+            .join("crates")
+            .join("sip-ingress")
+            .join("tests")
+            .join("sipp")
+            .join("agent.xml"),
+    )?;
+    // No checks: an ereg only to give the scenario's `seen` variable a use.
+    let no_checks = r#"<ereg regexp="^INVITE" search_in="msg" assign_to="seen"/>"#;
+    std::fs::write(&agent_scenario, scenario.replace("@CHECKS@", no_checks))?;
     let mut agents = Vec::new();
     for port in ["5090", "5091"] {
         let agent = Command::new("sipp")
-            .args(["-sn", "uas", "-i", "127.0.0.1", "-p", port, "-nostdin"])
+            .arg("-sf")
+            .arg(&agent_scenario)
+            .args(["-i", "127.0.0.1", "-p", port, "-nostdin"])
             .arg("-trace_err")
             .current_dir(std::env::temp_dir())
             .stdout(std::process::Stdio::null())
@@ -355,6 +375,7 @@ fn up() -> Result<()> {
             Err(e) => eprintln!("xtask: the demo agent on {port} did not start: {e}"),
         }
     }
+    let pbx = start_demo_pbx();
     let edge = run(Command::new(envoy).current_dir(root()).args([
         "-c",
         "envoy/envoy.yaml",
@@ -363,13 +384,75 @@ fn up() -> Result<()> {
         "--log-level",
         "warn",
     ]));
-    let _ = ingress.kill();
-    let _ = ingress.wait();
+    // SIGTERM, so that the ingress unregisters its bindings from the PBX before it exits.
+    terminate(&mut ingress);
+    if let Some(mut pbx) = pbx {
+        terminate(&mut pbx);
+    }
     for mut agent in agents {
         let _ = agent.kill();
         let _ = agent.wait();
     }
     edge
+}
+
+/// The demo PBX: Kamailio as a customer's registrar and PBX on 127.0.0.1:5070, from the
+/// configuration the registration tests use (`crates/sip-ingress/tests/kamailio/pbx.cfg`), with
+/// extension 1001 and password demo-1001. None (and a note) when it cannot start.
+fn start_demo_pbx() -> Option<std::process::Child> {
+    let dir = root().join("target").join("demo");
+    let template = root()
+        .join("crates")
+        .join("sip-ingress")
+        .join("tests")
+        .join("kamailio")
+        .join("pbx.cfg");
+    let prepared = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::read_to_string(&template))
+        .map(|text| {
+            text.replace("@PORT@", "5070")
+                .replace("@ALGORITHM@", "MD5")
+                .replace("@MAX_EXPIRES@", "3600")
+                .replace("@USER@", "1001")
+                .replace("@PASSWORD@", "demo-1001")
+        })
+        .and_then(|config| std::fs::write(dir.join("pbx.cfg"), config))
+        .and_then(|()| std::fs::File::create(dir.join("pbx.log")));
+    let started = prepared.and_then(|log| {
+        Command::new("kamailio")
+            .args([
+                "-f", "pbx.cfg", "-DD", "-E", "-m", "64", "-M", "8", "-P", "pbx.pid",
+            ])
+            .arg("-Y")
+            .arg(&dir)
+            .current_dir(&dir)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+    });
+    match started {
+        Ok(pbx) => Some(pbx),
+        Err(e) => {
+            eprintln!("xtask: the demo PBX did not start: {e}");
+            None
+        }
+    }
+}
+
+/// Stops `child` with SIGTERM (Kamailio stops its workers, the ingress unregisters its
+/// bindings), and with SIGKILL if it is still running 5 s later.
+fn terminate(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..50 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]
