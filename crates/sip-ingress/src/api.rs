@@ -22,6 +22,8 @@
 //!                                                     newest first
 //! ```
 //!
+//! and seed 002's SIP connections (`/v1/sip-connections`, see `connections`).
+//!
 //! A registration makes its agent addressable by username and DID at the ingress's agent gateway
 //! (`[api] agent_gateway`), with its X-Dest-User, and the registration client registers it to
 //! its PBX. Its status and errors are what the client reported ([`Board`]): `Pending` until the
@@ -41,12 +43,14 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, patch, post};
 use policy::body::{IpAccessEntryBody, OutboundRouteBody, SipRegistration, SipRegistrationView};
 use policy::problem::CONTENT_TYPE as PROBLEM;
 use policy::{Problem, ProblemKind, parse_body};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
+
+mod connections;
 
 use crate::register::status::{BindingKey, Board, Report, sip_status_word};
 use crate::store::{AccessRecord, RouteRecord, Store};
@@ -430,13 +434,14 @@ fn registration_report(api: &Api, tenant: &str, agent_id: &str) -> Option<Report
     })
 }
 
-/// Seed 002's status object of `report`.
+/// Seed 002's status object of `report`: Pending, with nothing more to say, until the
+/// registration client has taken the binding up.
 fn status_json(report: Option<Report>) -> serde_json::Value {
     match report {
         None => json!({
             "lifecycleStatus": "Pending",
             "sipStatus": null,
-            "message": "saved; the registration client has not taken it up yet",
+            "message": null,
             "lastRefreshed": null,
         }),
         Some(report) => json!({
@@ -548,6 +553,16 @@ pub fn router(api: Arc<Api>) -> Router {
             "/v1/agents/{agent_id}/sip-registration/errors",
             get(registration_errors),
         )
+        .route(
+            "/v1/sip-connections",
+            get(connections::list).post(connections::add),
+        )
+        .route(
+            "/v1/sip-connections/{id}",
+            patch(connections::update).delete(connections::delete),
+        )
+        .route("/v1/sip-connections/{id}/status", post(connections::status))
+        .route("/v1/sip-connections/{id}/errors", get(connections::errors))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(api)

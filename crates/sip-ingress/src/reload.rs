@@ -72,7 +72,8 @@ pub fn build_with_store(
 /// The registration bindings `store` holds.
 pub fn desired_bindings(store: &Store) -> Result<Vec<Desired>, String> {
     let records = store.all_registrations().map_err(|e| e.to_string())?;
-    Ok(spec::desired(&records))
+    let connections = store.all_connections().map_err(|e| e.to_string())?;
+    Ok(spec::desired(&records, &connections))
 }
 
 /// What identifies a file's version without reading it.

@@ -1,5 +1,6 @@
 //! The control-plane store: what tenants configure through the API, in an embedded SQLite
-//! database: the SIP IP access list (seed 001) and agents' SIP registrations (seed 000). A
+//! database: the SIP IP access list (seed 001), agents' SIP registrations (seed 000) and SIP
+//! connections (seed 002, `connections`). A
 //! registration's password is kept in its own column and never leaves the store but through
 //! [`Store::registration`], whose `SipRegistration` does not serialise it.
 //!
@@ -15,6 +16,10 @@ use policy::admission::{Agent, Tenant};
 use policy::body::{IpAccessEntryBody, OutboundRouteBody, SipRegistration};
 use policy::{AccessEntry, Route};
 use rusqlite::{Connection, OptionalExtension, params};
+
+mod connections;
+
+pub use connections::{ConnectionRecord, connection_agent};
 
 /// Why the store failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +179,7 @@ impl Store {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.execute_batch(SCHEMA)?;
+        connection.execute_batch(connections::SCHEMA)?;
         let has_contacts = connection
             .prepare("SELECT name FROM pragma_table_info('registrations') WHERE name = 'contact'")?
             .exists([])?;
@@ -308,6 +314,10 @@ impl Store {
             let agents = &mut tenant(tenants, &record.tenant).agents;
             agents.retain(|a| a.id != agent.id);
             agents.push(agent);
+        }
+        for record in self.all_connections()? {
+            let agent = connection_agent(&record, gateway);
+            tenant(tenants, &record.tenant).agents.push(agent);
         }
         Ok(())
     }

@@ -534,3 +534,93 @@ fn a_wrong_password_stays_registering_with_the_401_in_its_errors() {
     }
     assert!(!log(&ingress.log).contains("not-the-secret"));
 }
+
+#[test]
+fn a_sip_connection_registers_takes_its_calls_for_its_agent_and_unregisters_when_deleted() {
+    let dir = scratch("connection");
+    let pbx = Pbx::start(&dir, "MD5", 20, "4004", "pw-4004");
+    let gateway_port = trunkguard::free_udp_port();
+    let ingress = start_ingress(&dir, gateway_port);
+    let body = format!(
+        r#"{{"agentId":"agent_abc123","name":"Main Support Line","settings":{{"server":"127.0.0.1",
+            "port":{},"domain":"pbx.test","username":"4004","password":"pw-4004","transport":"UDP"}}}}"#,
+        pbx.port
+    );
+    let (status, text) = call(&ingress, "POST", "/v1/sip-connections", Some(&body));
+    assert_eq!(status, 201, "{text}");
+    assert!(!text.contains("pw-4004"), "{text}");
+    let created: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    assert_eq!(created["agentId"], "agent_abc123");
+    assert_eq!(created["settings"]["server"], "127.0.0.1");
+    assert!(created["settings"].get("password").is_none(), "{text}");
+    assert!(created["created"].as_u64().is_some(), "{text}");
+
+    let status_path = format!("/v1/sip-connections/{id}/status");
+    let mut last = String::new();
+    let online = wait_until(Duration::from_secs(15), || {
+        let (code, text) = call(&ingress, "POST", &status_path, None);
+        assert_eq!(code, 200, "{text}");
+        last = text;
+        last.contains(r#""sipStatus":"online""#)
+    });
+    assert!(online, "{last}\n{}\n{}", log(&ingress.log), log(&pbx.log));
+    assert!(last.contains(r#""lifecycleStatus":"Running""#), "{last}");
+    let (code, listed) = call(&ingress, "GET", "/v1/sip-connections", None);
+    assert_eq!(code, 200);
+    assert!(
+        listed.contains(&id) && !listed.contains("pw-4004"),
+        "{listed}"
+    );
+    let (code, errors) = call(
+        &ingress,
+        "GET",
+        &format!("/v1/sip-connections/{id}/errors"),
+        None,
+    );
+    assert_eq!((code, errors.as_str()), (200, "[]"));
+
+    // The PBX's call for the connection's extension goes to the gateway for its agent.
+    let checks = r#"<ereg regexp="^INVITE sip:agent_abc123@127\.0\.0\.1:[0-9]+ SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>"#;
+    let agent_scenario = scenario(&dir, "agent.xml", checks);
+    let gateway = gateway_port.to_string();
+    let mut agent = sipp(
+        &dir,
+        "agent",
+        &[
+            "-sf",
+            agent_scenario.to_str().expect("utf8"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &gateway,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = call_the_pbx(&dir, &pbx, "caller.xml", "4004");
+    finished_ok(&mut caller, &dir, "caller", &[&ingress.log, &pbx.log]);
+    finished_ok(&mut agent, &dir, "agent", &[&ingress.log, &pbx.log]);
+
+    // Another tenant sees nothing of it.
+    let acme = [("x-tenant-id", "acme")];
+    let response = trunkguard::http::request(ingress.api, "POST", &status_path, &acme, None);
+    assert_eq!(response.status, 404);
+
+    let token = contact_user(&pbx, &ingress);
+    let (code, text) = call(
+        &ingress,
+        "DELETE",
+        &format!("/v1/sip-connections/{id}"),
+        None,
+    );
+    assert_eq!(code, 204, "{text}");
+    assert!(
+        wait_until(Duration::from_secs(5), || pbx
+            .registers()
+            .iter()
+            .any(|l| l.contains(&token) && l.contains("expires=0"))),
+        "no removal reached the PBX: {:?}",
+        pbx.registers()
+    );
+    assert_eq!(call(&ingress, "POST", &status_path, None).0, 404);
+}

@@ -1,5 +1,7 @@
 //! What the store asks the registration client to register: one binding per stored SIP
-//! registration (seed 000), read from its record.
+//! registration (seed 000) and per SIP connection (seed 002), read from its record.
+//!
+//! Seed 002: a connection's REGISTERs go to its `server` at its `port`, for its `domain`.
 //!
 //! Seed 000: REGISTERs go to the registration's `proxy` when it has one ("if your SIP provider
 //! requires routing through a proxy"), else to its domain, at the proxy's own port, else the
@@ -8,12 +10,14 @@
 //! transport.
 
 use policy::Host;
-use policy::body::{RegistrationTransport, SipRegistration};
+use policy::body::{
+    ConnectionSettings, ConnectionTransport, RegistrationTransport, SipRegistration,
+};
 
 use super::binding::Account;
 use super::status::BindingKey;
 use crate::sip::Transport;
-use crate::store::RegistrationRecord;
+use crate::store::{ConnectionRecord, RegistrationRecord};
 
 /// The port REGISTERs go to when nothing names one (RFC 3261 section 19.1.2).
 const DEFAULT_PORT: u16 = 5060;
@@ -34,18 +38,54 @@ pub struct BindingSpec {
 /// A binding the store holds: runnable, or why it cannot be run.
 pub type Desired = (BindingKey, Result<BindingSpec, String>);
 
-/// The bindings of `records`.
-pub fn desired(records: &[RegistrationRecord]) -> Vec<Desired> {
-    records
-        .iter()
-        .map(|record| {
-            let key = BindingKey::Registration {
-                tenant: record.tenant.clone(),
-                agent_id: record.agent_id.clone(),
-            };
-            (key, of_registration(&record.registration, &record.contact))
-        })
-        .collect()
+/// The bindings of `records` and `connections`.
+pub fn desired(records: &[RegistrationRecord], connections: &[ConnectionRecord]) -> Vec<Desired> {
+    let registrations = records.iter().map(|record| {
+        let key = BindingKey::Registration {
+            tenant: record.tenant.clone(),
+            agent_id: record.agent_id.clone(),
+        };
+        (key, of_registration(&record.registration, &record.contact))
+    });
+    let connections = connections.iter().map(|record| {
+        let key = BindingKey::Connection {
+            tenant: record.tenant.clone(),
+            id: record.id.clone(),
+        };
+        (
+            key,
+            of_connection(&record.connection.settings, &record.contact),
+        )
+    });
+    registrations.chain(connections).collect()
+}
+
+/// The reason a TLS binding cannot run yet.
+fn no_tls() -> String {
+    "transport tls is not available yet: this ingress registers over udp and tcp only until \
+     SIP over TLS arrives (issue 24)"
+        .to_owned()
+}
+
+/// The binding of a connection's `settings`, whose Contact user is `contact_user`.
+fn of_connection(settings: &ConnectionSettings, contact_user: &str) -> Result<BindingSpec, String> {
+    let transport = match settings.transport {
+        ConnectionTransport::Udp => Transport::Udp,
+        ConnectionTransport::Tcp => Transport::Tcp,
+        ConnectionTransport::Tls => return Err(no_tls()),
+    };
+    Ok(BindingSpec {
+        account: Account {
+            user: settings.username.as_str().to_owned(),
+            domain: settings.domain.to_string(),
+            auth_username: None,
+            password: settings.password.clone(),
+            transport,
+        },
+        contact_user: contact_user.to_owned(),
+        registrar: settings.server.clone(),
+        port: settings.port.as_u16(),
+    })
 }
 
 /// The binding of `registration`, whose Contact user is `contact_user`.
@@ -56,13 +96,7 @@ fn of_registration(
     let transport = match registration.transport {
         None | Some(RegistrationTransport::Udp) => Transport::Udp,
         Some(RegistrationTransport::Tcp) => Transport::Tcp,
-        Some(RegistrationTransport::Tls) => {
-            return Err(
-                "transport tls is not available yet: this ingress registers over udp \
-                        and tcp only until SIP over TLS arrives (issue 24)"
-                    .to_owned(),
-            );
-        }
+        Some(RegistrationTransport::Tls) => return Err(no_tls()),
     };
     let port = registration.port.map(|port| port.as_u16());
     let (registrar, port) = match &registration.proxy {
@@ -102,7 +136,7 @@ mod tests {
     }
 
     fn spec(json: &str) -> Result<BindingSpec, String> {
-        desired(&[record(json)]).remove(0).1
+        desired(&[record(json)], &[]).remove(0).1
     }
 
     #[test]

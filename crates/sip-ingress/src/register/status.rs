@@ -18,6 +18,13 @@ pub enum BindingKey {
         /// The agent.
         agent_id: String,
     },
+    /// A SIP connection (seed 002).
+    Connection {
+        /// The tenant.
+        tenant: String,
+        /// The connection's id.
+        id: String,
+    },
 }
 
 /// Whether the registration client runs the binding (seed 002 `lifecycleStatus`).
