@@ -126,17 +126,28 @@ struct Ingress {
 /// The tenant allows callers from 127.0.0.3 only, so a PBX's call through a binding is admitted
 /// because it comes from the binding's registrar, not by the access list.
 fn start_ingress(dir: &Path, gateway_port: u16) -> Ingress {
-    let (sip_port, api_port, metrics_port) = (
+    let ports = (
         trunkguard::free_sip_port(),
         trunkguard::free_port(),
         trunkguard::free_port(),
     );
+    start_ingress_on(dir, gateway_port, ports, "")
+}
+
+/// As [`start_ingress`], on the given SIP, API and metrics ports, with `sip_extra` in `[sip]`.
+fn start_ingress_on(
+    dir: &Path,
+    gateway_port: u16,
+    (sip_port, api_port, metrics_port): (u16, u16, u16),
+    sip_extra: &str,
+) -> Ingress {
     let tenants = tenants_toml(&[Tenant::new("demo", &["127.0.0.3/32"])]);
     let config = format!(
         r#"
 [sip]
 udp = ["127.0.0.1:{sip_port}"]
 tcp = ["127.0.0.1:{sip_port}"]
+{sip_extra}
 
 [policy]
 # Wall-clock time; roomy for debug builds on a loaded machine.
@@ -623,4 +634,98 @@ fn a_sip_connection_registers_takes_its_calls_for_its_agent_and_unregisters_when
         pbx.registers()
     );
     assert_eq!(call(&ingress, "POST", &status_path, None).0, 404);
+}
+
+#[test]
+fn a_changed_registration_is_removed_first_and_a_restart_registers_the_stored_one_again() {
+    let dir = scratch("change-restart");
+    let pbx = Pbx::start(&dir, "MD5", 20, "5005", "pw-5005");
+    let gateway_port = trunkguard::free_udp_port();
+    let ports = (
+        trunkguard::free_sip_port(),
+        trunkguard::free_port(),
+        trunkguard::free_port(),
+    );
+    let ingress = start_ingress_on(&dir, gateway_port, ports, "");
+    let body = |dest: &str| {
+        format!(
+            r#"{{"domain":"127.0.0.1","username":"5005","password":"pw-5005","port":{},"xDestUser":"{dest}"}}"#,
+            pbx.port
+        )
+    };
+    assert_eq!(call(&ingress, "PUT", AGENT, Some(&body("desk.a"))).0, 201);
+    status_when(&ingress, &pbx, Duration::from_secs(15), online);
+    let first = contact_user(&pbx, &ingress);
+
+    // A changed registration is a new binding: the old contact is removed, then the new one
+    // registers.
+    assert_eq!(call(&ingress, "PUT", AGENT, Some(&body("desk.b"))).0, 200);
+    let moved = wait_until(Duration::from_secs(10), || {
+        let registers = pbx.registers();
+        let removed = registers
+            .iter()
+            .position(|l| l.contains(&first) && l.contains("expires=0"));
+        let successor = registers
+            .iter()
+            .rposition(|l| !l.contains(&first) && l.contains("expires=3600"));
+        matches!((removed, successor), (Some(r), Some(s)) if r < s)
+    });
+    assert!(moved, "{:?}", pbx.registers());
+    status_when(&ingress, &pbx, Duration::from_secs(15), online);
+    let second = contact_user(&pbx, &ingress);
+    assert_ne!(first, second);
+
+    // Killed without a chance to unregister, then started again on the same store: the stored
+    // binding registers again with its own contact.
+    drop(ingress);
+    let before = pbx.registers().len();
+    let ingress = start_ingress_on(&dir, gateway_port, ports, "");
+    let again = status_when(&ingress, &pbx, Duration::from_secs(15), online);
+    assert_eq!(again["lifecycleStatus"], "Running");
+    assert!(pbx.registers().len() > before);
+    assert_eq!(contact_user(&pbx, &ingress), second);
+}
+
+#[test]
+fn a_registrar_that_never_answers_is_an_error_408_after_timer_f() {
+    let dir = scratch("silent");
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("a silent registrar");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let ports = (
+        trunkguard::free_sip_port(),
+        trunkguard::free_port(),
+        trunkguard::free_port(),
+    );
+    // T1 of 20 ms: Timer F (64xT1) ends the attempt after 1.28 s.
+    let ingress = start_ingress_on(&dir, trunkguard::free_udp_port(), ports, "t1_ms = 20");
+    let body = format!(
+        r#"{{"domain":"127.0.0.1","username":"6006","password":"pw","port":{silent_port}}}"#
+    );
+    assert_eq!(call(&ingress, "PUT", AGENT, Some(&body)).0, 201);
+    let mut last = String::new();
+    let failed = wait_until(Duration::from_secs(10), || {
+        last = call(&ingress, "GET", &format!("{AGENT}/errors"), None).1;
+        last.contains("408")
+    });
+    assert!(failed, "{last}\n{}", log(&ingress.log));
+    let errors: serde_json::Value = serde_json::from_str(&last).expect("json");
+    assert_eq!(errors[0]["code"], 408);
+    assert_eq!(errors[0]["message"], "the registrar did not answer");
+    let (_, status) = call(&ingress, "GET", &format!("{AGENT}/status"), None);
+    assert!(status.contains(r#""sipStatus":"registering""#), "{status}");
+
+    // It was sent again and again meanwhile (Timer E), and not after the attempt ended.
+    silent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut received = 0;
+    let mut buffer = [0u8; 4096];
+    while silent.recv(&mut buffer).is_ok() {
+        received += 1;
+    }
+    assert!(received >= 4, "retransmitted: {received}");
+    assert!(
+        silent.recv(&mut buffer).is_err(),
+        "nothing more until the backoff"
+    );
 }
