@@ -4,7 +4,26 @@
 //! directories.
 
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The SIPp scenario `name` of the ingress's end-to-end tests (`crates/sip-ingress/tests/sipp/`)
+/// written into `dir` with `checks` (ereg actions on what an agent receives) in place of its
+/// `@CHECKS@`; the file is named for the checks' length, so differently checked copies of one
+/// scenario can live side by side.
+pub fn sipp_scenario(dir: &Path, name: &str, checks: &str) -> PathBuf {
+    let template = crate::workspace_root()
+        .join("crates")
+        .join("sip-ingress")
+        .join("tests")
+        .join("sipp")
+        .join(name);
+    let text = std::fs::read_to_string(&template)
+        .unwrap_or_else(|e| panic!("{}: {e}", template.display()))
+        .replace("@CHECKS@", checks);
+    let path = dir.join(format!("{}-{name}", checks.len()));
+    std::fs::write(&path, text).expect("scenario written");
+    path
+}
 
 /// A fresh directory for the test or benchmark `name` of `suite`, unique to this process.
 pub fn scratch(suite: &str, name: &str) -> PathBuf {

@@ -198,17 +198,8 @@ fn answers_options(target: SocketAddr) -> bool {
 
 /// A scenario of the end-to-end tests, with the agent's check of what it receives.
 fn scenario(dir: &Path, name: &str) -> PathBuf {
-    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("sipp")
-        .join(name);
     let checks = r#"<ereg regexp="X-Dest-User: sales\.desk" search_in="msg" check_it="true" assign_to="seen"/>"#;
-    let text = std::fs::read_to_string(&template)
-        .expect("scenario")
-        .replace("@CHECKS@", checks);
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("scenario written");
-    path
+    trunkguard::sip_world::sipp_scenario(dir, name, checks)
 }
 
 /// SIPp pinned to the load core, `calls` calls, within `limit`.

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use trunkguard::process::{Guarded, wait_until};
-use trunkguard::sip_world::{Tenant, tenants_toml};
+use trunkguard::sip_world::{Tenant, sipp_scenario as scenario, tenants_toml};
 
 const AGENT: &str = "/v1/agents/3fa85f64-5717-4562-b3fc-2c963f66afa6/sip-registration";
 const CALLER: &str = "+15551230000";
@@ -31,9 +31,16 @@ struct Pbx {
 }
 
 impl Pbx {
-    /// A PBX challenging with `algorithm` (MD5 or SHA-256), granting at most `max_expires`
-    /// seconds, with one extension `user` whose password is `password`.
-    fn start(dir: &Path, algorithm: &str, max_expires: u32, user: &str, password: &str) -> Self {
+    /// A PBX challenging with `algorithm` (MD5 or SHA-256), granting from `grants.start()`
+    /// seconds (asking for less gets 423) to `grants.end()`, with one extension `user` whose
+    /// password is `password`.
+    fn start(
+        dir: &Path,
+        algorithm: &str,
+        grants: std::ops::RangeInclusive<u32>,
+        user: &str,
+        password: &str,
+    ) -> Self {
         let port = trunkguard::free_sip_port();
         let template = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests")
@@ -43,7 +50,8 @@ impl Pbx {
             .expect("pbx.cfg")
             .replace("@PORT@", &port.to_string())
             .replace("@ALGORITHM@", algorithm)
-            .replace("@MAX_EXPIRES@", &max_expires.to_string())
+            .replace("@MIN_EXPIRES@", &grants.start().to_string())
+            .replace("@MAX_EXPIRES@", &grants.end().to_string())
             .replace("@USER@", user)
             .replace("@PASSWORD@", password);
         std::fs::write(dir.join("pbx.cfg"), config).expect("pbx.cfg written");
@@ -246,19 +254,6 @@ fn contact_user(pbx: &Pbx, ingress: &Ingress) -> String {
     user.to_owned()
 }
 
-fn scenario(dir: &Path, name: &str, checks: &str) -> PathBuf {
-    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("sipp")
-        .join(name);
-    let text = std::fs::read_to_string(&template)
-        .expect("scenario")
-        .replace("@CHECKS@", checks);
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("scenario written");
-    path
-}
-
 /// SIPp for one call, within 30 s.
 fn sipp(dir: &Path, label: &str, args: &[&str]) -> Guarded {
     Guarded::spawn(
@@ -287,6 +282,27 @@ fn finished_ok(process: &mut Guarded, dir: &Path, label: &str, context: &[&Path]
         log(&dir.join(format!("{label}-errors.log"))),
         logs.join("\n")
     );
+}
+
+/// A SIPp agent answering one call on `port`, holding the INVITE to `checks`, given time to
+/// start listening.
+fn start_agent(dir: &Path, port: u16, checks: &str) -> Guarded {
+    let agent_scenario = scenario(dir, "agent.xml", checks);
+    let port = port.to_string();
+    let agent = sipp(
+        dir,
+        "agent",
+        &[
+            "-sf",
+            agent_scenario.to_str().expect("utf8"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    agent
 }
 
 /// A SIPp caller running `scenario_name`, calling extension `called` at the PBX.
@@ -339,7 +355,7 @@ fn online(status: &serde_json::Value) -> bool {
 #[test]
 fn an_agent_registered_to_a_kamailio_pbx_takes_its_calls_until_it_is_deleted() {
     let dir = scratch("md5-udp");
-    let pbx = Pbx::start(&dir, "MD5", 20, "1001", "pw-1001");
+    let pbx = Pbx::start(&dir, "MD5", 0..=20, "1001", "pw-1001");
     let gateway_port = trunkguard::free_udp_port();
     let ingress = start_ingress(&dir, gateway_port);
 
@@ -393,21 +409,7 @@ fn an_agent_registered_to_a_kamailio_pbx_takes_its_calls_until_it_is_deleted() {
     // A call to the extension at the PBX reaches the agent through the ingress.
     let checks = r#"<ereg regexp="^INVITE sip:1001@127\.0\.0\.1:[0-9]+ SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>
       <ereg regexp="X-Dest-User: desk\.1001" search_in="msg" check_it="true" assign_to="seen"/>"#;
-    let agent_scenario = scenario(&dir, "agent.xml", checks);
-    let gateway = gateway_port.to_string();
-    let mut agent = sipp(
-        &dir,
-        "agent",
-        &[
-            "-sf",
-            agent_scenario.to_str().expect("utf8"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &gateway,
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let mut agent = start_agent(&dir, gateway_port, checks);
     let mut caller = call_the_pbx(&dir, &pbx, "caller.xml", "1001");
     finished_ok(&mut caller, &dir, "caller", &[&ingress.log, &pbx.log]);
     finished_ok(&mut agent, &dir, "agent", &[&ingress.log, &pbx.log]);
@@ -440,7 +442,7 @@ fn an_agent_registered_to_a_kamailio_pbx_takes_its_calls_until_it_is_deleted() {
 #[test]
 fn sha256_over_tcp_refreshes_short_grants_and_sigterm_unregisters_at_once() {
     let dir = scratch("sha256-tcp");
-    let pbx = Pbx::start(&dir, "SHA-256", 4, "2002", "pw-2002");
+    let pbx = Pbx::start(&dir, "SHA-256", 0..=4, "2002", "pw-2002");
     let mut ingress = start_ingress(&dir, trunkguard::free_udp_port());
     let body = format!(
         r#"{{"domain":"127.0.0.1","username":"2002","password":"pw-2002","port":{},"transport":"tcp"}}"#,
@@ -501,7 +503,7 @@ fn sha256_over_tcp_refreshes_short_grants_and_sigterm_unregisters_at_once() {
 #[test]
 fn a_wrong_password_stays_registering_with_the_401_in_its_errors() {
     let dir = scratch("wrong-password");
-    let pbx = Pbx::start(&dir, "MD5", 20, "3003", "the-right-one");
+    let pbx = Pbx::start(&dir, "MD5", 0..=20, "3003", "the-right-one");
     let ingress = start_ingress(&dir, trunkguard::free_udp_port());
     let body = format!(
         r#"{{"domain":"127.0.0.1","username":"3003","password":"not-the-secret","port":{}}}"#,
@@ -549,7 +551,7 @@ fn a_wrong_password_stays_registering_with_the_401_in_its_errors() {
 #[test]
 fn a_sip_connection_registers_takes_its_calls_for_its_agent_and_unregisters_when_deleted() {
     let dir = scratch("connection");
-    let pbx = Pbx::start(&dir, "MD5", 20, "4004", "pw-4004");
+    let pbx = Pbx::start(&dir, "MD5", 0..=20, "4004", "pw-4004");
     let gateway_port = trunkguard::free_udp_port();
     let ingress = start_ingress(&dir, gateway_port);
     let body = format!(
@@ -593,21 +595,7 @@ fn a_sip_connection_registers_takes_its_calls_for_its_agent_and_unregisters_when
 
     // The PBX's call for the connection's extension goes to the gateway for its agent.
     let checks = r#"<ereg regexp="^INVITE sip:agent_abc123@127\.0\.0\.1:[0-9]+ SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>"#;
-    let agent_scenario = scenario(&dir, "agent.xml", checks);
-    let gateway = gateway_port.to_string();
-    let mut agent = sipp(
-        &dir,
-        "agent",
-        &[
-            "-sf",
-            agent_scenario.to_str().expect("utf8"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &gateway,
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let mut agent = start_agent(&dir, gateway_port, checks);
     let mut caller = call_the_pbx(&dir, &pbx, "caller.xml", "4004");
     finished_ok(&mut caller, &dir, "caller", &[&ingress.log, &pbx.log]);
     finished_ok(&mut agent, &dir, "agent", &[&ingress.log, &pbx.log]);
@@ -639,7 +627,7 @@ fn a_sip_connection_registers_takes_its_calls_for_its_agent_and_unregisters_when
 #[test]
 fn a_changed_registration_is_removed_first_and_a_restart_registers_the_stored_one_again() {
     let dir = scratch("change-restart");
-    let pbx = Pbx::start(&dir, "MD5", 20, "5005", "pw-5005");
+    let pbx = Pbx::start(&dir, "MD5", 0..=20, "5005", "pw-5005");
     let gateway_port = trunkguard::free_udp_port();
     let ports = (
         trunkguard::free_sip_port(),
@@ -728,4 +716,35 @@ fn a_registrar_that_never_answers_is_an_error_408_after_timer_f() {
         silent.recv(&mut buffer).is_err(),
         "nothing more until the backoff"
     );
+}
+
+#[test]
+fn a_423_is_answered_with_the_registrars_min_expires() {
+    let dir = scratch("interval-too-brief");
+    // The PBX grants no less than 7200 s; the ingress asks for 3600 by default.
+    let pbx = Pbx::start(&dir, "MD5", 7200..=7200, "7007", "pw-7007");
+    let ingress = start_ingress(&dir, trunkguard::free_udp_port());
+    let body = format!(
+        r#"{{"domain":"127.0.0.1","username":"7007","password":"pw-7007","port":{}}}"#,
+        pbx.port
+    );
+    assert_eq!(call(&ingress, "PUT", AGENT, Some(&body)).0, 201);
+    status_when(&ingress, &pbx, Duration::from_secs(15), online);
+    let registers = pbx.registers();
+    assert!(
+        registers.iter().any(|l| l.contains("expires=3600")),
+        "{registers:?}"
+    );
+    assert!(
+        registers.last().is_some_and(|l| l.contains("expires=7200")),
+        "{registers:?}"
+    );
+    let text = metrics(&ingress);
+    assert!(
+        text.lines()
+            .any(|l| l == "sip_ingress_register_answers_total{code=\"423\"} 1"),
+        "{text}"
+    );
+    let (_, errors) = call(&ingress, "GET", &format!("{AGENT}/errors"), None);
+    assert_eq!(errors, "[]", "a 423 answered is not an error");
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use trunkguard::process::{Guarded, wait_until};
-use trunkguard::sip_world::{Agent, demo_tenants, tenants_toml};
+use trunkguard::sip_world::{Agent, demo_tenants, sipp_scenario as scenario, tenants_toml};
 
 const CALLER: &str = "+15551230000";
 
@@ -183,19 +183,6 @@ fn metrics(world: &World) -> String {
 
 fn log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn scenario(dir: &Path, name: &str, checks: &str) -> PathBuf {
-    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("sipp")
-        .join(name);
-    let text = std::fs::read_to_string(&template)
-        .expect("scenario")
-        .replace("@CHECKS@", checks);
-    let path = dir.join(format!("{}-{name}", checks.len()));
-    std::fs::write(&path, text).expect("scenario written");
-    path
 }
 
 /// Starts SIPp for one call.

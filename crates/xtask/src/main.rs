@@ -412,6 +412,7 @@ fn start_demo_pbx() -> Option<std::process::Child> {
         .map(|text| {
             text.replace("@PORT@", "5070")
                 .replace("@ALGORITHM@", "MD5")
+                .replace("@MIN_EXPIRES@", "60")
                 .replace("@MAX_EXPIRES@", "3600")
                 .replace("@USER@", "1001")
                 .replace("@PASSWORD@", "demo-1001")

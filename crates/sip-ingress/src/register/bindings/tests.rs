@@ -97,6 +97,23 @@ fn pbx() -> SocketAddr {
     PBX.parse().expect("addr")
 }
 
+/// Binding `a1` (extension 1001 at 192.0.2.7, contact c1) set up; its first REGISTER.
+fn first_register(w: &mut World, now: Instant) -> Outgoing {
+    w.bindings.set(
+        vec![(key("a1"), Ok(spec("1001", "192.0.2.7", "c1")))],
+        now,
+        UNIX,
+    );
+    w.bindings.on_timers(now, UNIX).remove(0)
+}
+
+/// Binding `a1` set up and accepted by its registrar.
+fn online(w: &mut World, now: Instant) {
+    let register = first_register(w, now);
+    w.bindings
+        .on_response(&answer(&register, "200 OK", &[]), pbx(), now, UNIX);
+}
+
 #[test]
 fn bindings_start_one_spacing_apart_and_register_their_own_contact() {
     let mut w = world(100);
@@ -138,12 +155,7 @@ fn bindings_start_one_spacing_apart_and_register_their_own_contact() {
 fn a_challenge_is_answered_and_only_the_2xx_makes_the_binding_online() {
     let mut w = world(200);
     let now = Instant::now();
-    w.bindings.set(
-        vec![(key("a1"), Ok(spec("1001", "192.0.2.7", "c1")))],
-        now,
-        UNIX,
-    );
-    let register = w.bindings.on_timers(now, UNIX).remove(0);
+    let register = first_register(&mut w, now);
     let challenge = answer(
         &register,
         "401 Unauthorized",
@@ -181,12 +193,7 @@ fn a_challenge_is_answered_and_only_the_2xx_makes_the_binding_online() {
 fn a_response_from_another_address_or_of_another_call_is_ignored() {
     let mut w = world(200);
     let now = Instant::now();
-    w.bindings.set(
-        vec![(key("a1"), Ok(spec("1001", "192.0.2.7", "c1")))],
-        now,
-        UNIX,
-    );
-    let register = w.bindings.on_timers(now, UNIX).remove(0);
+    let register = first_register(&mut w, now);
     let ok = answer(&register, "200 OK", &[]);
     let stranger = "192.0.2.66:5060".parse().expect("addr");
     assert_eq!(
@@ -259,14 +266,7 @@ fn a_name_without_an_address_fails_the_attempt_with_a_message() {
 fn a_changed_binding_is_removed_before_its_successor_registers() {
     let mut w = world(200);
     let now = Instant::now();
-    w.bindings.set(
-        vec![(key("a1"), Ok(spec("1001", "192.0.2.7", "c1")))],
-        now,
-        UNIX,
-    );
-    let register = w.bindings.on_timers(now, UNIX).remove(0);
-    w.bindings
-        .on_response(&answer(&register, "200 OK", &[]), pbx(), now, UNIX);
+    online(&mut w, now);
     let out = w.bindings.set(
         vec![(key("a1"), Ok(spec("1001", "192.0.2.8", "c2")))],
         now,
@@ -300,14 +300,7 @@ fn a_changed_binding_is_removed_before_its_successor_registers() {
 fn a_deleted_binding_is_removed_at_its_registrar_and_forgotten() {
     let mut w = world(200);
     let now = Instant::now();
-    w.bindings.set(
-        vec![(key("a1"), Ok(spec("1001", "192.0.2.7", "c1")))],
-        now,
-        UNIX,
-    );
-    let register = w.bindings.on_timers(now, UNIX).remove(0);
-    w.bindings
-        .on_response(&answer(&register, "200 OK", &[]), pbx(), now, UNIX);
+    online(&mut w, now);
     let out = w.bindings.set(Vec::new(), now, UNIX);
     assert_eq!(field(&text(&out[0]), "Expires"), "0");
     assert!(
@@ -360,12 +353,7 @@ fn a_binding_that_cannot_run_is_reported_failed_with_its_reason() {
 fn an_undeliverable_register_is_a_failure_of_its_attempt() {
     let mut w = world(200);
     let now = Instant::now();
-    w.bindings.set(
-        vec![(key("a1"), Ok(spec("1001", "192.0.2.7", "c1")))],
-        now,
-        UNIX,
-    );
-    let register = w.bindings.on_timers(now, UNIX).remove(0);
+    let register = first_register(&mut w, now);
     let elsewhere = "192.0.2.9:5060".parse().expect("addr");
     assert!(
         w.bindings
