@@ -11,7 +11,8 @@
 //!   dialogs, name look-ups awaited, responses.
 //! * [`register`]: the registration client, registering agents to customers' PBXs.
 //! * [`transport`]: the sockets around the proxy cores: UDP, TCP, name lookups.
-//! * [`random`]: unguessable values from the operating system.
+//! * [`random`]: unguessable values from the operating system; [`clock`]: the wall clock in
+//!   unix seconds, where a report must carry it.
 //! * [`report`]: what the proxy did, as logs and metrics; [`metrics`]: the registry of counters
 //!   and gauges, served as Prometheus text.
 //! * [`api`]: the control-plane API (axum), tenant-scoped by `x-tenant-id`; [`store`]: what
@@ -22,6 +23,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod metrics;
 pub mod policy_cases;

@@ -226,17 +226,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
         registrars.clone(),
         board.clone(),
     );
-    let client = tokio::spawn(
-        Service::new(
-            bindings,
-            link,
-            desired,
-            stopping,
-            board.clone(),
-            Arc::clone(&metrics),
-        )
-        .run(),
-    );
+    let client =
+        tokio::spawn(Service::new(bindings, link, desired, stopping, Arc::clone(&metrics)).run());
     let mut reloader = Reloader::new(
         engine,
         config_path,

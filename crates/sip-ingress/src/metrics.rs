@@ -198,23 +198,26 @@ impl Metrics {
         self.set("sip_ingress_transactions", labels, transactions as u64);
     }
 
-    /// Adds `sent` REGISTERs and `retries` attempts after failures.
-    pub fn registers(&self, sent: u64, retries: u64) {
-        let mut series = self.series();
-        if sent > 0 {
-            *series
-                .entry("sip_ingress_register_requests_total")
+    /// Adds `n` to the unlabelled counter `family`.
+    fn add(&self, family: &'static str, n: u64) {
+        if n > 0 {
+            *self
+                .series()
+                .entry(family)
                 .or_default()
                 .entry(String::new())
-                .or_default() += sent;
+                .or_default() += n;
         }
-        if retries > 0 {
-            *series
-                .entry("sip_ingress_register_retries_total")
-                .or_default()
-                .entry(String::new())
-                .or_default() += retries;
-        }
+    }
+
+    /// Counts `sent` REGISTERs sent to registrars.
+    pub fn register_requests(&self, sent: u64) {
+        self.add("sip_ingress_register_requests_total", sent);
+    }
+
+    /// Counts `retries` registration attempts made after a failure.
+    pub fn register_retries(&self, retries: u64) {
+        self.add("sip_ingress_register_retries_total", retries);
     }
 
     /// Counts a registrar's answer `code` to a REGISTER.

@@ -27,7 +27,8 @@ use crate::proxy::{Event, Outgoing, Proxy};
 use crate::report;
 use crate::sip::{Transport, response};
 use resolve::{Resolved, Resolver};
-use tcp::{Connections, Inbound};
+use tcp::Connections;
+pub use tcp::Inbound;
 
 /// How many received TCP messages wait for the proxy core before readers wait.
 const CORE_QUEUE: usize = 1024;
@@ -51,34 +52,16 @@ pub struct TransportConfig {
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
 }
 
-/// What the first listening address's core hands the registration client: the responses to
-/// its REGISTERs (those whose only Via is ours) and the REGISTERs a connection could not take.
-#[derive(Debug)]
-pub enum ForClient {
-    /// A response from `source`.
-    Response {
-        /// The message.
-        bytes: Vec<u8>,
-        /// Where it came from.
-        source: SocketAddr,
-    },
-    /// A request that could not be sent to `peer`.
-    Undeliverable {
-        /// The request.
-        bytes: Vec<u8>,
-        /// Where it was to go.
-        peer: SocketAddr,
-    },
-}
-
 /// The registration client's way in and out through the first listening address.
 pub struct ClientLink {
     /// The address: REGISTERs leave from it and name it in their Via and Contact.
     pub local: SocketAddr,
     /// Sends as that address's core does.
     pub sender: Sender,
-    /// What the core hands over.
-    pub messages: mpsc::Receiver<ForClient>,
+    /// What the core hands over: the responses to the client's REGISTERs (those whose only
+    /// Via is ours) as [`Inbound::Message`], and the REGISTERs a connection could not take as
+    /// [`Inbound::Undeliverable`].
+    pub messages: mpsc::Receiver<Inbound>,
     /// Looks up registrars' names (with `[sip.hosts]` as overrides), answering to `resolved`.
     pub resolver: Resolver,
     /// The lookups' answers.
@@ -210,7 +193,7 @@ struct Transports {
     resolver: Resolver,
     resolved: mpsc::Receiver<Resolved>,
     /// The registration client, at the first address only.
-    client: Option<mpsc::Sender<ForClient>>,
+    client: Option<mpsc::Sender<Inbound>>,
 }
 
 impl Transports {
@@ -234,7 +217,7 @@ impl Transports {
 
     /// Hands `message` to the registration client; dropped (and so retried by the client's
     /// own timers) when there is none or its queue is full.
-    fn to_client(&self, message: ForClient) {
+    fn to_client(&self, message: Inbound) {
         if let Some(client) = &self.client
             && client.try_send(message).is_err()
         {
@@ -279,7 +262,7 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
             Some(inbound) = transports.inbound.recv() => match inbound {
                 Inbound::Message { bytes, source } => (bytes, source, Transport::Tcp),
                 Inbound::Undeliverable { bytes, peer } if bytes.starts_with(b"REGISTER ") => {
-                    transports.to_client(ForClient::Undeliverable { bytes, peer });
+                    transports.to_client(Inbound::Undeliverable { bytes, peer });
                     continue;
                 }
                 Inbound::Undeliverable { bytes, peer } => {
@@ -316,7 +299,7 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
         metrics.message(transport.as_str());
         report::event(&metrics, &event, source);
         if event == Event::OwnResponse {
-            transports.to_client(ForClient::Response { bytes, source });
+            transports.to_client(Inbound::Message { bytes, source });
         }
         metrics.live(&socket_label, proxy.live());
         transports.resolver.look_up(proxy.take_lookups());
@@ -325,7 +308,7 @@ async fn run_core(mut transports: Transports, mut proxy: Proxy, metrics: Arc<Met
 }
 
 /// Completes at `deadline`, never when there is none.
-async fn until(deadline: Option<Instant>) {
+pub(crate) async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,

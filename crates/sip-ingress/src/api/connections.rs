@@ -15,7 +15,6 @@
 //! Another tenant's connection is 404, as if it did not exist.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -27,6 +26,7 @@ use policy::{Problem, ProblemKind};
 use super::{
     Api, Tenant, checked_body, created, errors_json, internal, json, problem, status_json,
 };
+use crate::clock::unix_now;
 use crate::register::status::{BindingKey, Report};
 use crate::store::ConnectionRecord;
 
@@ -79,10 +79,7 @@ pub(super) async fn add(
         Ok(connection) => connection,
         Err(refused) => return problem(&refused),
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    let record = match api.store.add_connection(&tenant, &connection, now) {
+    let record = match api.store.add_connection(&tenant, &connection, unix_now()) {
         Ok(record) => record,
         Err(e) => return internal(e),
     };
@@ -124,7 +121,7 @@ pub(super) async fn update(
         Err(e) => return internal(e),
     };
     if let Err(e) = api.apply().await {
-        if let Err(restore) = api.store.restore_connection(&previous) {
+        if let Err(restore) = api.store.put_connection(&previous) {
             return internal(restore);
         }
         let _ = api.apply().await;

@@ -495,6 +495,11 @@ impl Bindings {
         out
     }
 
+    /// Where the bindings' reports are written.
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+
     /// Whether no binding runs (after [`Bindings::stop`]: all are removed).
     pub fn is_idle(&self) -> bool {
         self.entries.is_empty()

@@ -8,17 +8,18 @@
 //! is sent, before the next.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::bindings::Bindings;
 use super::spec::Desired;
-use super::status::{Board, sip_status_word};
+use super::status::sip_status_word;
+use crate::clock::unix_now;
 use crate::metrics::Metrics;
 use crate::proxy::Outgoing;
 use crate::transport::resolve::Resolved;
-use crate::transport::{ClientLink, ForClient};
+use crate::transport::{ClientLink, Inbound, until};
 
 /// How long the removals on stop may take.
 pub const STOP_WITHIN: Duration = Duration::from_secs(2);
@@ -31,7 +32,7 @@ enum Woke {
     /// The store's bindings changed.
     Desired,
     /// The core handed something over.
-    Message(ForClient),
+    Message(Inbound),
     /// A registrar's name was looked up.
     Resolved(Resolved),
     /// A binding's timer is due.
@@ -46,26 +47,17 @@ pub struct Service {
     link: ClientLink,
     desired: watch::Receiver<Arc<Vec<Desired>>>,
     stop: watch::Receiver<bool>,
-    board: Board,
     metrics: Arc<Metrics>,
-}
-
-/// The wall clock in unix seconds.
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }
 
 impl Service {
     /// A client running `bindings` through `link`, registering what `desired` holds until
-    /// `stop` turns true, its gauges from `board`.
+    /// `stop` turns true, its gauges from the bindings' board.
     pub fn new(
         bindings: Bindings,
         link: ClientLink,
         desired: watch::Receiver<Arc<Vec<Desired>>>,
         stop: watch::Receiver<bool>,
-        board: Board,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -73,7 +65,6 @@ impl Service {
             link,
             desired,
             stop,
-            board,
             metrics,
         }
     }
@@ -154,10 +145,10 @@ impl Service {
     }
 
     /// Handles what the core handed over.
-    fn on_message(&mut self, message: ForClient) -> Vec<Outgoing> {
+    fn on_message(&mut self, message: Inbound) -> Vec<Outgoing> {
         let now = Instant::now();
         match message {
-            ForClient::Response { bytes, source } => {
+            Inbound::Message { bytes, source } => {
                 let (out, code) = self.bindings.on_response(&bytes, source, now, unix_now());
                 match code {
                     Some(code) => {
@@ -168,7 +159,7 @@ impl Service {
                 }
                 out
             }
-            ForClient::Undeliverable { bytes, peer } => {
+            Inbound::Undeliverable { bytes, peer } => {
                 tracing::info!(registrar = %peer, "a REGISTER could not be sent");
                 self.bindings
                     .on_undeliverable(&bytes, peer, now, unix_now())
@@ -184,7 +175,7 @@ impl Service {
         // A failed send fails its attempt, which sends nothing until its backoff: this ends.
         while !batch.is_empty() {
             let mut next = Vec::new();
-            self.metrics.registers(batch.len() as u64, 0);
+            self.metrics.register_requests(batch.len() as u64);
             for out in batch {
                 let to = out.to;
                 if let Err(bytes) = self.link.sender.send(out).await {
@@ -198,11 +189,11 @@ impl Service {
             }
             batch = next;
         }
-        self.metrics.registers(0, self.bindings.take_retries());
+        self.metrics.register_retries(self.bindings.take_retries());
     }
 
     fn update_gauges(&self) {
-        let counts = self.board.counts();
+        let counts = self.bindings.board().counts();
         self.metrics
             .registrations(counts.into_iter().map(|((lifecycle, sip), count)| {
                 (
@@ -211,13 +202,5 @@ impl Service {
                     count,
                 )
             }));
-    }
-}
-
-/// Completes at `deadline`, never when there is none.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
     }
 }

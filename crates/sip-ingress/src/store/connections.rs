@@ -136,11 +136,13 @@ impl Store {
             contact: crate::random::token(),
             created,
         };
-        self.write_connection(&record)?;
+        self.put_connection(&record)?;
         Ok(record)
     }
 
-    fn write_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
+    /// Stores `record` as it is, replacing the connection of its id (a change that could not
+    /// be put in force is put back this way).
+    pub fn put_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(&record.connection)
             .map_err(|e| StoreError(format!("connection: {e}")))?;
         self.write(
@@ -227,13 +229,8 @@ impl Store {
         if next.connection.settings != previous.connection.settings {
             next.contact = crate::random::token();
         }
-        self.write_connection(&next)?;
+        self.put_connection(&next)?;
         Ok(Some((previous, next)))
-    }
-
-    /// Puts `record` back as it was (after a change that could not be put in force).
-    pub fn restore_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
-        self.write_connection(record)
     }
 
     /// Deletes `tenant`'s SIP connection `id`; `false` when there is none.
