@@ -27,7 +27,8 @@
 //! A registration makes its agent addressable by username and DID at the ingress's agent gateway
 //! (`[api] agent_gateway`), with its X-Dest-User, and the registration client registers it to
 //! its PBX. Its status and errors are what the client reported ([`Board`]): `Pending` until the
-//! client takes it up, `online` only after the registrar's 2xx.
+//! client takes it up, `online` only after the registrar's 2xx, `calling` while a call through
+//! it is up (counted by the proxy cores).
 //!
 //! Bodies are validated with the same `policy` rules as the edge and refused with the same
 //! RFC 9457 documents, so the API is safe when called without the edge too. A write returns once
@@ -52,7 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod connections;
 
-use crate::register::status::{BindingKey, Board, Report, sip_status_word};
+use crate::register::status::{BindingKey, Board, Report};
 use crate::store::{AccessRecord, RouteRecord, Store};
 
 /// Where agents registered through the API are reached, unless `[api] agent_gateway` says.
@@ -446,7 +447,7 @@ fn status_json(report: Option<Report>) -> serde_json::Value {
         }),
         Some(report) => json!({
             "lifecycleStatus": report.lifecycle.as_str(),
-            "sipStatus": report.sip.map(sip_status_word),
+            "sipStatus": report.sip_word(),
             "message": report.message,
             "lastRefreshed": report.last_refreshed,
         }),

@@ -206,9 +206,11 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
         tasks.spawn(sip_ingress::metrics::serve(listener, Arc::clone(&metrics)));
     }
     let registrars = Registrars::default();
+    let board = Board::default();
     let proxy_for = |local| {
         let policy = LivePolicy::new(updates.clone(), registrars.clone(), Arc::clone(&metrics));
         Proxy::new(Box::new(policy), local, config.flood, config.timers)
+            .counting_calls_on(board.clone())
     };
     let link = transport::listen(&config.transport, proxy_for, &metrics, &mut tasks).await?;
     let initial = match store.as_deref() {
@@ -217,7 +219,6 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), Strin
     };
     let (publish_bindings, desired) = watch::channel(Arc::new(initial));
     let (stop, stopping) = watch::channel(false);
-    let board = Board::default();
     let bindings = Bindings::new(
         link.local,
         config.registration,

@@ -31,6 +31,9 @@
 //!   [`Proxy::take_lookups`], [`Proxy::on_resolved`]): the caller has its 100 Trying at once
 //!   and the INVITE is held, then forwarded to the first address of a family the ingress can
 //!   send to, or answered 503.
+//! * A call whose INVITE named a registration binding's contact is counted on the registration
+//!   client's board from the agent's relayed 2xx to the first BYE (`dialog`): the binding is
+//!   `calling` meanwhile.
 //! * A response whose only Via is ours, to a REGISTER, answers the ingress's own registration
 //!   client: [`Event::OwnResponse`], which the transport loop hands over.
 //! * OPTIONS addressed to the ingress itself is answered 200.
@@ -61,12 +64,13 @@ use governor::{Quota, RateLimiter};
 use policy::HostPort;
 
 use crate::admission::{self, Admit, Facts};
+use crate::register::status::Board;
 use crate::sip::check::{self, Request, Response, Verdict};
 use crate::sip::forward::{self, Edits};
 use crate::sip::head::{Head, split_list};
 use crate::sip::{Transport, response, uri, via};
 use branch::{BranchKey, forwarded_invite_branch, transaction_key};
-use dialog::{DIALOG_LIFETIME, Dialog};
+use dialog::{Dialog, Dialogs};
 use lookup::Lookups;
 use transaction::{AdmittedInvite, InviteFields, InviteTransaction, Phase, TRANSACTION_LIFETIME};
 
@@ -88,7 +92,7 @@ pub struct Proxy {
     admission: Box<dyn Admit>,
     local: SocketAddr,
     flood: FloodLimiter,
-    dialogs: HashMap<String, Dialog>,
+    dialogs: Dialogs,
     invites: HashMap<String, InviteTransaction>,
     /// Our branch on each forwarded INVITE -> its transaction's key, to match the agent's
     /// responses without a scan.
@@ -112,7 +116,7 @@ impl Proxy {
             admission,
             local,
             flood: RateLimiter::hashmap_with_clock(flood, MonotonicClock),
-            dialogs: HashMap::new(),
+            dialogs: Dialogs::default(),
             invites: HashMap::new(),
             branches: HashMap::new(),
             timing: timers,
@@ -120,6 +124,13 @@ impl Proxy {
             timers: BinaryHeap::new(),
             lookups: Lookups::default(),
         }
+    }
+
+    /// This proxy, counting the calls through registration bindings on the registration
+    /// client's `board` (which then reports them `calling`).
+    pub fn counting_calls_on(mut self, board: Board) -> Self {
+        self.dialogs = Dialogs::new(board);
+        self
     }
 
     /// The host names the transport loop must look up (each once; the answer is given to
@@ -290,8 +301,7 @@ impl Proxy {
         self.lookups.expire(now, lifetime);
         let invites = &self.invites;
         self.branches.retain(|_, key| invites.contains_key(key));
-        self.dialogs
-            .retain(|_, d| now.duration_since(d.since) < DIALOG_LIFETIME);
+        self.dialogs.expire(now);
     }
 
     /// Handles one message from `source`, received over `transport`.
@@ -385,7 +395,7 @@ impl Proxy {
         let in_dialog = uri::tag(head.value("To")).is_some();
         // Requests of the dialogs the ingress admitted are never limited; any other, in-dialog
         // ones naming no such dialog included, would otherwise cost an unlimited 481 each.
-        let admitted_dialog = in_dialog && self.dialogs.contains_key(head.value("Call-ID"));
+        let admitted_dialog = in_dialog && self.dialogs.contains(head.value("Call-ID"));
         if !admitted_dialog
             && request.method != "ACK"
             && let Err(not_until) = self.flood.check_key(&source.ip())
@@ -488,6 +498,7 @@ impl Proxy {
             caller_branch,
             branch,
             request_uri: forward.agent_uri.clone(),
+            called_user: uri::user(&request.uri).unwrap_or_default().to_owned(),
             invite: InviteFields::of(head),
             forwarded: forward::forward(bytes, request, &edits),
             trying: trying.clone(),
@@ -529,13 +540,14 @@ impl Proxy {
     /// `fallbacks` in order: its timers and its dialog. Returns the forwarded INVITE to send.
     fn launch(
         &mut self,
-        admitted: AdmittedInvite,
+        mut admitted: AdmittedInvite,
         callee: SocketAddr,
         fallbacks: Vec<SocketAddr>,
         now: Instant,
     ) -> Outgoing {
         let key = admitted.key.clone();
         let caller_transport = admitted.caller_transport;
+        let called_user = std::mem::take(&mut admitted.called_user);
         let (transaction, forwarded) =
             InviteTransaction::start(admitted, callee, fallbacks, now, self.timing);
         if let Some(deadline) = transaction.deadline() {
@@ -552,6 +564,7 @@ impl Proxy {
                 callee,
                 callee_transport: transaction.callee_transport,
                 since: now,
+                called_user,
             },
         );
         self.invites.insert(key, transaction);
@@ -621,6 +634,9 @@ impl Proxy {
         } else {
             (dialog.caller, dialog.caller_transport)
         };
+        if request.method == "BYE" {
+            self.dialogs.bye(head.value("Call-ID"));
+        }
         let branch = self.branch_for(head, source);
         let ours = self.leading_routes_naming_us(head);
         let edits = Edits {
@@ -717,6 +733,7 @@ impl Proxy {
                 // 3261 section 16.7 step 10); a final refusal, the 503 itself again when our
                 // ACK was lost, is acknowledged again.
                 if (200..300).contains(&response.code) {
+                    self.dialogs.answered(head.value("Call-ID"));
                     return (
                         vec![Outgoing {
                             to,
@@ -761,6 +778,9 @@ impl Proxy {
                 _ => !matches!(t.phase, Phase::Completed { .. }),
             });
         let mut out = Vec::new();
+        if forwarded && method == "INVITE" && (200..300).contains(&response.code) {
+            self.dialogs.answered(head.value("Call-ID"));
+        }
         if forwarded {
             out.push(Outgoing {
                 to,

@@ -308,6 +308,24 @@ fn start_agent(dir: &Path, port: u16, checks: &str) -> Guarded {
 /// A SIPp caller running `scenario_name`, calling extension `called` at the PBX.
 fn call_the_pbx(dir: &Path, pbx: &Pbx, scenario_name: &str, called: &str) -> Guarded {
     let caller = scenario(dir, scenario_name, "");
+    caller_at_pbx(dir, pbx, &caller, called)
+}
+
+/// A SIPp caller calling extension `called` at the PBX with `caller.xml`, holding the answered
+/// call for `hold` before its BYE.
+fn call_the_pbx_holding(dir: &Path, pbx: &Pbx, called: &str, hold: Duration) -> Guarded {
+    let caller = scenario(dir, "caller.xml", "");
+    let brief = std::fs::read_to_string(&caller).expect("scenario");
+    let pause = r#"<pause milliseconds="100"/>"#;
+    assert!(brief.contains(pause), "caller.xml pauses before its BYE");
+    let held = dir.join("caller-holding.xml");
+    let holding = format!(r#"<pause milliseconds="{}"/>"#, hold.as_millis());
+    std::fs::write(&held, brief.replace(pause, &holding)).expect("scenario written");
+    caller_at_pbx(dir, pbx, &held, called)
+}
+
+/// A SIPp caller running the scenario at `caller`, calling extension `called` at the PBX.
+fn caller_at_pbx(dir: &Path, pbx: &Pbx, caller: &Path, called: &str) -> Guarded {
     let target = pbx.addr().to_string();
     sipp(
         dir,
@@ -406,13 +424,27 @@ fn an_agent_registered_to_a_kamailio_pbx_takes_its_calls_until_it_is_deleted() {
         metrics(&ingress)
     );
 
-    // A call to the extension at the PBX reaches the agent through the ingress.
+    // A call to the extension at the PBX reaches the agent through the ingress. While it is
+    // up (answered, before its BYE) the binding is `calling`, then online again.
     let checks = r#"<ereg regexp="^INVITE sip:1001@127\.0\.0\.1:[0-9]+ SIP/2\.0" search_in="msg" check_it="true" assign_to="seen"/>
       <ereg regexp="X-Dest-User: desk\.1001" search_in="msg" check_it="true" assign_to="seen"/>"#;
     let mut agent = start_agent(&dir, gateway_port, checks);
-    let mut caller = call_the_pbx(&dir, &pbx, "caller.xml", "1001");
+    let mut caller = call_the_pbx_holding(&dir, &pbx, "1001", Duration::from_secs(5));
+    let calling = status_when(&ingress, &pbx, Duration::from_secs(5), |status| {
+        status["sipStatus"] == "calling"
+    });
+    assert_eq!(calling["lifecycleStatus"], "Running");
+    let calling_gauge = "sip_ingress_registrations{lifecycle=\"Running\",sip_status=\"calling\"} 1";
+    assert!(
+        wait_until(Duration::from_secs(3), || metrics(&ingress)
+            .lines()
+            .any(|l| l == calling_gauge)),
+        "{}",
+        metrics(&ingress)
+    );
     finished_ok(&mut caller, &dir, "caller", &[&ingress.log, &pbx.log]);
     finished_ok(&mut agent, &dir, "agent", &[&ingress.log, &pbx.log]);
+    status_when(&ingress, &pbx, Duration::from_secs(2), online);
 
     // The binding's contact from anyone but its registrar (or the tenant's list) is dropped.
     assert_eq!(invite_from(&ingress, "127.0.0.2", &token), None);

@@ -1293,3 +1293,127 @@ fn after_the_callers_final_answer_only_a_2xx_reaches_it() {
         (1, caller(), "SIP/2.0 200 OK".to_owned())
     );
 }
+
+/// A board on which agent `sales`'s registration binding is online with the contact `sales`,
+/// the Request-URI user of the test calls.
+fn board_with_sales_binding() -> (
+    crate::register::status::Board,
+    crate::register::status::BindingKey,
+) {
+    use crate::register::binding::SipStatus;
+    use crate::register::status::{BindingKey, Board, Lifecycle, Report};
+    let (board, key) = (
+        Board::default(),
+        BindingKey::Registration {
+            tenant: "acme".into(),
+            agent_id: "sales".into(),
+        },
+    );
+    let report = Report {
+        lifecycle: Lifecycle::Running,
+        sip: Some(SipStatus::Online),
+        message: None,
+        last_refreshed: Some(1),
+        errors: Vec::new(),
+        contact: Some("sales".into()),
+        calls_up: 0,
+    };
+    board.set(&key, report);
+    (board, key)
+}
+
+#[test]
+fn a_call_through_a_binding_is_counted_from_the_agents_2xx_to_the_first_bye() {
+    let (board, key) = board_with_sales_binding();
+    let mut proxy = proxy(100, 100).counting_calls_on(board.clone());
+    let calls_up = || board.get(&key).expect("reported").calls_up;
+    let now = Instant::now();
+    let forwarded = forward_invite(&mut proxy, 30, now);
+    proxy.on_message(
+        &agent_answer(&forwarded, "180 Ringing", 30),
+        forwarded.to,
+        Transport::Udp,
+        now,
+    );
+    assert_eq!(calls_up(), 0, "a ringing call is not up");
+    for _ in 0..2 {
+        let (_, event) = proxy.on_message(
+            &agent_answer(&forwarded, "200 OK", 30),
+            forwarded.to,
+            Transport::Udp,
+            now,
+        );
+        assert_eq!(event, Event::ResponseRelayed);
+        assert_eq!(calls_up(), 1, "a retransmitted 2xx is the same call");
+    }
+    assert_eq!(
+        board.get(&key).expect("reported").sip_word(),
+        Some("calling")
+    );
+    for _ in 0..2 {
+        let (_, event) =
+            proxy.on_message(&in_dialog_request("BYE", 30), caller(), Transport::Udp, now);
+        assert_eq!(event, Event::Relayed);
+        assert_eq!(calls_up(), 0, "the BYE ends the call, once");
+    }
+    assert_eq!(
+        board.get(&key).expect("reported").sip_word(),
+        Some("online")
+    );
+}
+
+#[test]
+fn a_refused_call_is_never_counted_and_a_forgotten_one_is_uncounted() {
+    let (board, key) = board_with_sales_binding();
+    let mut proxy = proxy(100, 100).counting_calls_on(board.clone());
+    let calls_up = || board.get(&key).expect("reported").calls_up;
+    let now = Instant::now();
+    let refused = forward_invite(&mut proxy, 31, now);
+    proxy.on_message(
+        &agent_answer(&refused, "486 Busy Here", 31),
+        refused.to,
+        Transport::Udp,
+        now,
+    );
+    assert_eq!(calls_up(), 0);
+    let answered = forward_invite(&mut proxy, 32, now);
+    proxy.on_message(
+        &agent_answer(&answered, "200 OK", 32),
+        answered.to,
+        Transport::Udp,
+        now,
+    );
+    assert_eq!(calls_up(), 1);
+    proxy.expire(now + super::dialog::DIALOG_LIFETIME);
+    assert_eq!(
+        calls_up(),
+        0,
+        "a dialog forgotten without a BYE is no call up"
+    );
+}
+
+#[test]
+fn calls_to_users_that_name_no_binding_are_not_counted() {
+    let (board, key) = board_with_sales_binding();
+    board.set(
+        &key,
+        crate::register::status::Report {
+            contact: Some("another-token".into()),
+            ..board.get(&key).expect("reported")
+        },
+    );
+    let mut proxy = proxy(100, 100).counting_calls_on(board.clone());
+    let now = Instant::now();
+    let forwarded = forward_invite(&mut proxy, 33, now);
+    proxy.on_message(
+        &agent_answer(&forwarded, "200 OK", 33),
+        forwarded.to,
+        Transport::Udp,
+        now,
+    );
+    assert_eq!(board.get(&key).expect("reported").calls_up, 0);
+    assert_eq!(
+        board.counts()[&(crate::register::status::Lifecycle::Running, "online")],
+        1
+    );
+}

@@ -482,6 +482,9 @@ pub(super) struct AdmittedInvite {
     pub caller_branch: String,
     pub branch: String,
     pub request_uri: String,
+    /// The received Request-URI's user: a binding's contact when the call came through a
+    /// registration.
+    pub called_user: String,
     pub invite: InviteFields,
     pub forwarded: Vec<u8>,
     pub trying: Vec<u8>,

@@ -159,6 +159,8 @@ impl Bindings {
                     message: Some(why),
                     last_refreshed: None,
                     errors: Vec::new(),
+                    contact: None,
+                    calls_up: 0,
                 },
             ),
             Some(Ok(spec)) => self.start(key.clone(), spec, now),
@@ -260,6 +262,8 @@ impl Bindings {
                 message,
                 last_refreshed: binding.last_refreshed(),
                 errors: binding.errors().cloned().collect(),
+                contact: Some(entry.spec.contact_user.clone()),
+                calls_up: 0,
             },
         );
     }

@@ -14,7 +14,6 @@ use tokio::sync::watch;
 
 use super::bindings::Bindings;
 use super::spec::Desired;
-use super::status::sip_status_word;
 use crate::clock::unix_now;
 use crate::metrics::Metrics;
 use crate::proxy::Outgoing;
@@ -194,13 +193,10 @@ impl Service {
 
     fn update_gauges(&self) {
         let counts = self.bindings.board().counts();
-        self.metrics
-            .registrations(counts.into_iter().map(|((lifecycle, sip), count)| {
-                (
-                    lifecycle.as_str(),
-                    sip.map_or("none", sip_status_word),
-                    count,
-                )
-            }));
+        self.metrics.registrations(
+            counts
+                .into_iter()
+                .map(|((lifecycle, sip), count)| (lifecycle.as_str(), sip, count)),
+        );
     }
 }
