@@ -1,10 +1,37 @@
 //! The SIP ingress's worlds for its tests and benchmarks: the tenants and agents of an ingress
 //! configuration, built in code and written as its TOML, with the demo world's own (the
-//! tenants of `crates/sip-ingress/src/demo.toml`, on ports the caller picks), and scratch
-//! directories.
+//! tenants of `crates/sip-ingress/src/demo.toml`, on ports the caller picks), scratch
+//! directories, and a probe of whether a SIP server is up.
 
 use std::fmt::Write;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Whether a SIP server at `target` answers an OPTIONS over UDP within 200 ms (any answer:
+/// it is up).
+pub fn answers_options(target: SocketAddr) -> bool {
+    let Ok(socket) = UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let Ok(local) = socket.local_addr() else {
+        return false;
+    };
+    let options = format!(
+        "OPTIONS sip:{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-ready-{port}\r\n\
+         From: <sip:probe@{local}>;tag=1\r\nTo: <sip:{target}>\r\nCall-ID: ready-{port}\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        port = local.port()
+    );
+    let mut buffer = [0u8; 2048];
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .is_ok()
+        && socket.send_to(options.as_bytes(), target).is_ok()
+        && socket
+            .recv_from(&mut buffer)
+            .is_ok_and(|(n, _)| buffer[..n].starts_with(b"SIP/2.0 "))
+}
 
 /// The SIPp scenario `name` of the ingress's end-to-end tests (`crates/sip-ingress/tests/sipp/`)
 /// written into `dir` with `checks` (ereg actions on what an agent receives) in place of its

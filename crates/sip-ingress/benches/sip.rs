@@ -16,13 +16,13 @@
 //! run: one low rate, every call must succeed through both proxies, the goal is reported but not
 //! enforced.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use trunkguard::process::{Guarded, tree_cpu_time, wait_until};
-use trunkguard::sip_world::{demo_tenants, tenants_toml};
+use trunkguard::sip_world::{answers_options, demo_tenants, tenants_toml};
 
 /// The core the proxy runs on, and the one SIPp runs on.
 const PROXY_CORE: &str = "1";
@@ -170,30 +170,6 @@ fn kamailio_world(agent_port: u16) -> String {
 }}
 "#
     )
-}
-
-/// Whether a SIP server at `target` answers an OPTIONS within 200 ms.
-fn answers_options(target: SocketAddr) -> bool {
-    let Ok(socket) = UdpSocket::bind("127.0.0.1:0") else {
-        return false;
-    };
-    let Ok(local) = socket.local_addr() else {
-        return false;
-    };
-    let options = format!(
-        "OPTIONS sip:{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-ready-{port}\r\n\
-         From: <sip:bench@{local}>;tag=1\r\nTo: <sip:{target}>\r\nCall-ID: ready-{port}\r\n\
-         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-        port = local.port()
-    );
-    let mut buffer = [0u8; 2048];
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .is_ok()
-        && socket.send_to(options.as_bytes(), target).is_ok()
-        && socket
-            .recv_from(&mut buffer)
-            .is_ok_and(|(n, _)| buffer[..n].starts_with(b"SIP/2.0 "))
 }
 
 /// A scenario of the end-to-end tests, with the agent's check of what it receives.

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use trunkguard::process::{Guarded, wait_until};
-use trunkguard::sip_world::{Tenant, sipp_scenario as scenario, tenants_toml};
+use trunkguard::sip_world::{Tenant, answers_options, sipp_scenario as scenario, tenants_toml};
 
 const AGENT: &str = "/v1/agents/3fa85f64-5717-4562-b3fc-2c963f66afa6/sip-registration";
 const CALLER: &str = "+15551230000";
@@ -52,8 +52,10 @@ impl Pbx {
             .replace("@ALGORITHM@", algorithm)
             .replace("@MIN_EXPIRES@", &grants.start().to_string())
             .replace("@MAX_EXPIRES@", &grants.end().to_string())
-            .replace("@USER@", user)
-            .replace("@PASSWORD@", password);
+            .replace(
+                "@USERS@",
+                &format!("\t$sht(users=>{user}) = \"{password}\";"),
+            );
         std::fs::write(dir.join("pbx.cfg"), config).expect("pbx.cfg written");
         let log = dir.join("pbx.log");
         let process = Guarded::spawn(
@@ -74,7 +76,7 @@ impl Pbx {
         };
         let target = SocketAddr::from(([127, 0, 0, 1], port));
         assert!(
-            wait_until(Duration::from_secs(20), || answers(target)),
+            wait_until(Duration::from_secs(20), || answers_options(target)),
             "the PBX did not start: {}",
             self::log(&pbx.log)
         );
@@ -105,21 +107,6 @@ impl Drop for Pbx {
             let _ = process.wait_exit(Duration::from_secs(10));
         }
     }
-}
-
-/// Whether something at `target` answers an OPTIONS over UDP within 200 ms.
-fn answers(target: SocketAddr) -> bool {
-    let Ok(socket) = UdpSocket::bind("127.0.0.1:0") else {
-        return false;
-    };
-    let port = socket.local_addr().map(|a| a.port()).unwrap_or_default();
-    let options = format!(
-        "OPTIONS sip:{target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-up\r\n\
-         From: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:{target}>\r\nCall-ID: up-{port}\r\n\
-         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    );
-    let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
-    socket.send_to(options.as_bytes(), target).is_ok() && socket.recv(&mut [0u8; 2048]).is_ok()
 }
 
 struct Ingress {
