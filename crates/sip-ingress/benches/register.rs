@@ -51,9 +51,12 @@ fn start_registrar(dir: &Path, port: u16, bindings: u32) -> Guarded {
         .join("tests")
         .join("kamailio")
         .join("pbx.cfg");
-    let users: String = (0..bindings)
-        .map(|n| format!("\t$sht(users=>{}) = \"{PASSWORD}\";\n", FIRST_EXTENSION + n))
-        .collect();
+    // One loop, not one line per user: Kamailio caches every `$sht(...)` name the
+    // configuration spells out, and 10,000 of them overflow that cache.
+    let users = format!(
+        "\t$var(user) = {FIRST_EXTENSION};\n\twhile ($var(user) < {end}) {{\n\t\t$sht(users=>$var(user)) = \"{PASSWORD}\";\n\t\t$var(user) = $var(user) + 1;\n\t}}\n",
+        end = FIRST_EXTENSION + bindings
+    );
     let config = std::fs::read_to_string(template)
         .expect("pbx.cfg")
         .replace("@PORT@", &port.to_string())
