@@ -77,13 +77,18 @@ impl Report {
     /// Seed 002's `sipStatus`, None unless the client runs the binding: `calling` when it is
     /// online with a call up.
     pub fn sip_word(&self) -> Option<&'static str> {
-        self.sip.map(|status| match status {
-            SipStatus::Online if self.calls_up > 0 => "calling",
-            SipStatus::Registering => "registering",
-            SipStatus::Online => "online",
-            SipStatus::Unregistered => "unregistered",
-        })
+        sip_word(self.sip, self.calls_up)
     }
+}
+
+/// Seed 002's `sipStatus` of a binding at `sip` with `calls_up` calls through it.
+fn sip_word(sip: Option<SipStatus>, calls_up: usize) -> Option<&'static str> {
+    sip.map(|status| match status {
+        SipStatus::Online if calls_up > 0 => "calling",
+        SipStatus::Registering => "registering",
+        SipStatus::Online => "online",
+        SipStatus::Unregistered => "unregistered",
+    })
 }
 
 /// The reports of every binding, shared by the registration client, the proxy cores and the
@@ -100,14 +105,13 @@ struct Table {
 }
 
 impl Table {
-    fn with_calls(&self, report: &Report) -> Report {
-        let mut report = report.clone();
-        report.calls_up = report
+    /// The calls up through the contact of `report`.
+    fn calls_up(&self, report: &Report) -> usize {
+        report
             .contact
             .as_ref()
             .and_then(|contact| self.calls_up.get(contact).copied())
-            .unwrap_or(0);
-        report
+            .unwrap_or(0)
     }
 }
 
@@ -144,10 +148,10 @@ impl Board {
     /// The report of `key`, if the client has taken it up.
     pub fn get(&self, key: &BindingKey) -> Option<Report> {
         let table = self.table();
-        table
-            .reports
-            .get(key)
-            .map(|report| table.with_calls(report))
+        table.reports.get(key).map(|report| Report {
+            calls_up: table.calls_up(report),
+            ..report.clone()
+        })
     }
 
     /// Counts a call to `contact` that its agent answered. False, counting nothing, when no
@@ -175,7 +179,8 @@ impl Board {
         let table = self.table();
         let mut counts = HashMap::new();
         for report in table.reports.values() {
-            let word = table.with_calls(report).sip_word().unwrap_or("none");
+            // Read for every binding each second: no report is copied.
+            let word = sip_word(report.sip, table.calls_up(report)).unwrap_or("none");
             *counts.entry((report.lifecycle, word)).or_default() += 1;
         }
         counts
